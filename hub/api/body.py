@@ -1,0 +1,60 @@
+"""Read and check a request body once; peek at what routing needs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from hub.errors import BadRequest, BodyTooLarge, InvalidJSON, MissingField
+
+# What each route needs besides "model", and what type it must be.
+REQUIRED: dict[str, tuple[str, tuple[type, ...], str]] = {
+    "/chat/completions": ("messages", (list,), "an array of messages"),
+    "/completions": ("prompt", (str, list), "a string or an array"),
+    "/embeddings": ("input", (str, list), "a string or an array"),
+}
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise BodyTooLarge(f"Request body is {length} bytes; the limit is {max_bytes}")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes") from None
+
+
+def parse_payload(route: str, body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidJSON("Request body is empty; expected a JSON object")
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidJSON("Request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidJSON("Request body must be a JSON object")
+    model = payload.get("model")
+    if model is None:
+        raise MissingField("Missing required parameter: 'model'", param="model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' must be a non-empty string", param="model")
+    field, types, what = REQUIRED[route]
+    value = payload.get(field)
+    if value is None:
+        raise MissingField(f"Missing required parameter: '{field}'", param=field)
+    if not isinstance(value, types) or (isinstance(value, list) and not value):
+        raise BadRequest(f"'{field}' must be {what} (non-empty)", param=field)
+    stream = payload.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", param="stream")
+    return payload
+
+
+def with_model(payload: dict[str, Any], model: str) -> bytes:
+    """Re-serialise only when the model name must change (alias resolution)."""
+    payload = dict(payload)
+    payload["model"] = model
+    return json.dumps(payload, separators=(",", ":")).encode()

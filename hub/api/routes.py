@@ -1,0 +1,116 @@
+"""Route handlers. Request path: parse -> (auth, admission) -> proxy -> relay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from hub.api.body import parse_payload, read_body, with_model
+from hub.call import Call
+from hub.errors import HubError
+from hub.keys import CONFIG, METRICS, PROXY, REGISTRY
+from hub.logs import log_call
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _request_id(request: web.Request) -> str:
+    rid = request.headers.get("X-Request-ID")
+    if rid and _REQUEST_ID_RE.match(rid):
+        return rid
+    return os.urandom(8).hex()
+
+
+def _inference(route: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        config = app[CONFIG]
+        loop = asyncio.get_running_loop()
+        call = Call(request_id=_request_id(request), route=route, started=loop.time())
+        try:
+            body = await read_body(request, config.limits.max_body_bytes)
+            payload = parse_payload(route, body)
+            model: str = payload["model"]
+            target = config.aliases.get(model)
+            call.model = target or model
+            call.body = with_model(payload, target) if target else body
+            call.stream = payload.get("stream") is True
+            response = await app[PROXY].forward(request, call)
+            if not call.status:
+                call.status = response.status
+            return response
+        except HubError as exc:
+            call.status = exc.status
+            call.error = exc.code
+            raise
+        except asyncio.CancelledError:
+            call.status = 499
+            call.error = "client_disconnected"
+            raise
+        finally:
+            seconds = loop.time() - call.started
+            app[METRICS].observe(call, seconds)
+            log_call(call, seconds)
+
+    return handler
+
+
+async def list_models(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    config = request.app[CONFIG]
+    served = registry.known_models()
+    data: list[dict[str, object]] = []
+    for model_id in sorted(served):
+        data.append({"id": model_id, "object": "model", "created": 0, "owned_by": "spokehub",
+                     "spokehub": {"workers": [w.name for w in served[model_id]],
+                                  "healthy_workers": [w.name for w in served[model_id]
+                                                      if w.healthy]}})
+    for alias, target in sorted(config.aliases.items()):
+        if alias not in served and target in served:
+            data.append({"id": alias, "object": "model", "created": 0, "owned_by": "spokehub",
+                         "spokehub": {"alias_of": target}})
+    return web.json_response({"object": "list", "data": data})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    up = sum(1 for w in registry if w.healthy)
+    status = 200 if up else 503
+    return web.json_response({"ready": bool(up), "healthy_workers": up,
+                              "workers": len(registry)}, status=status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def admin_workers(request: web.Request) -> web.Response:
+    workers = []
+    for w in request.app[REGISTRY]:
+        workers.append({"name": w.name, "url": w.url, "kind": w.spec.kind,
+                        "healthy": w.healthy, "detail": w.detail, "draining": w.draining,
+                        "models": sorted(w.models), "in_flight": w.in_flight,
+                        "slots_total": w.slots_total, "slots_busy": w.slots_busy,
+                        "ewma_latency_ms": None if w.ewma_latency_s is None
+                        else round(w.ewma_latency_s * 1000, 2)})
+    return web.json_response({"workers": workers})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", _inference("/chat/completions"))
+    app.router.add_post("/v1/completions", _inference("/completions"))
+    app.router.add_post("/v1/embeddings", _inference("/embeddings"))
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/workers", admin_workers)

@@ -1,0 +1,22 @@
+"""One adapter per worker kind: how to probe it and where to send requests."""
+
+from __future__ import annotations
+
+from hub.backends.base import Backend
+from hub.backends.llamacpp import LlamaCppBackend
+from hub.backends.openai import OpenAIBackend
+
+_BACKENDS: dict[str, Backend] = {
+    "llamacpp": LlamaCppBackend(),
+    "openai": OpenAIBackend(),
+}
+
+
+def backend_for(kind: str) -> Backend:
+    try:
+        return _BACKENDS[kind]
+    except KeyError:
+        raise ValueError(f"no backend for worker kind {kind!r}") from None
+
+
+__all__ = ["Backend", "backend_for"]

@@ -1,0 +1,21 @@
+"""The per-request record that flows down the path and is logged once at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Call:
+    request_id: str
+    route: str  # OpenAI route below /v1, e.g. "/chat/completions"
+    model: str = ""
+    body: bytes = b""
+    stream: bool = False
+    tenant: str = "-"
+    worker: str | None = None
+    attempts: int = 0
+    status: int = 0
+    error: str | None = None  # error code, e.g. "upstream_timeout"
+    ttft_s: float | None = None
+    started: float = 0.0

@@ -1,0 +1,290 @@
+"""YAML configuration, parsed once into frozen dataclasses.
+
+Every validation error names the offending key (``workers[1].url: ...``) so an
+operator can fix the file without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+WORKER_KINDS = ("llamacpp", "openai")
+ROUTING_POLICIES = ("round_robin", "vram_weighted", "least_loaded")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    policy: str = "round_robin"
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    interval_s: float = 5.0
+    timeout_s: float = 2.0
+    unhealthy_after: int = 1
+    healthy_after: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Upstream timeouts. CPU inference is slow, so the defaults are generous."""
+
+    connect_s: float = 2.0
+    first_byte_s: float = 120.0
+    idle_s: float = 60.0
+    total_s: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    name: str
+    url: str
+    kind: str = "llamacpp"
+    models: tuple[str, ...] = ()
+    max_concurrency: int = 0  # 0 = unlimited at the hub
+    api_key_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: Listen = field(default_factory=Listen)
+    auth: Auth = field(default_factory=Auth)
+    routing: Routing = field(default_factory=Routing)
+    health: Health = field(default_factory=Health)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    workers: tuple[WorkerSpec, ...] = ()
+    log_level: str = "info"
+
+
+class _Section:
+    """Typed, key-checked access to one mapping of the YAML document."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or 'config'}: must be a mapping")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def text(self, key: str, default: str | None = None, *, required: bool = False,
+            choices: tuple[str, ...] | None = None) -> Any:
+        value = self.get(key)
+        if value is None:
+            if required:
+                raise ConfigError(f"{self._key(key)}: is required")
+            return default
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self._key(key)}: must be a non-empty string")
+        if choices and value not in choices:
+            raise ConfigError(f"{self._key(key)}: must be one of {', '.join(choices)}, "
+                              f"got {value!r}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._key(key)}: must be true or false")
+        return value
+
+    def integer(self, key: str, default: int, *, lo: int = 0, hi: int | None = None) -> int:
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self._key(key)}: must be an integer")
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{self._key(key)}: must be {bound}, got {value}")
+        return value
+
+    def number(self, key: str, default: float, *, lo: float = 0.0,
+              exclusive_lo: bool = True) -> float:
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self._key(key)}: must be a number")
+        value = float(value)
+        if not math.isfinite(value) or value < lo or (exclusive_lo and value == lo):
+            op = ">" if exclusive_lo else ">="
+            raise ConfigError(f"{self._key(key)}: must be {op} {lo}, got {value}")
+        return value
+
+    def section(self, key: str) -> _Section:
+        return _Section(self.get(key), self._key(key))
+
+    def items(self, key: str) -> list[Any]:
+        value = self.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ConfigError(f"{self._key(key)}: must be a list")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self._key(unknown[0])}: unknown key")
+
+
+def _listen(s: _Section) -> Listen:
+    out = Listen(host=s.text("host", "127.0.0.1"), port=s.integer("port", 8080, lo=0, hi=65535))
+    s.done()
+    return out
+
+
+def _auth(s: _Section) -> Auth:
+    out = Auth(enabled=s.flag("enabled", False))
+    s.done()
+    return out
+
+
+def _routing(s: _Section) -> Routing:
+    out = Routing(policy=s.text("policy", "round_robin", choices=ROUTING_POLICIES),
+                  max_attempts=s.integer("max_attempts", 3, lo=1, hi=10))
+    s.done()
+    return out
+
+
+def _health(s: _Section) -> Health:
+    out = Health(interval_s=s.number("interval_s", 5.0),
+                 timeout_s=s.number("timeout_s", 2.0),
+                 unhealthy_after=s.integer("unhealthy_after", 1, lo=1),
+                 healthy_after=s.integer("healthy_after", 1, lo=1))
+    s.done()
+    return out
+
+
+def _timeouts(s: _Section) -> Timeouts:
+    d = Timeouts()
+    out = Timeouts(connect_s=s.number("connect_s", d.connect_s),
+                   first_byte_s=s.number("first_byte_s", d.first_byte_s),
+                   idle_s=s.number("idle_s", d.idle_s),
+                   total_s=s.number("total_s", d.total_s))
+    s.done()
+    return out
+
+
+def _limits(s: _Section) -> Limits:
+    out = Limits(max_body_bytes=s.integer("max_body_bytes", 1 << 20, lo=1024))
+    s.done()
+    return out
+
+
+def _check_url(url: str, key: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{key}: must be an http:// or https:// URL, got {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{key}: bad port in {url!r}") from exc
+    return url.rstrip("/")
+
+
+def parse_worker(raw: object, path: str) -> WorkerSpec:
+    s = _Section(raw, path)
+    name = s.text("name", required=True)
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"{path}.name: use letters, digits and _.:- (max 63), got {name!r}")
+    url = _check_url(s.text("url", required=True), f"{path}.url")
+    models = []
+    for i, m in enumerate(s.items("models")):
+        if not isinstance(m, str) or not m:
+            raise ConfigError(f"{path}.models[{i}]: must be a non-empty string")
+        models.append(m)
+    spec = WorkerSpec(name=name, url=url,
+                      kind=s.text("kind", "llamacpp", choices=WORKER_KINDS),
+                      models=tuple(models),
+                      max_concurrency=s.integer("max_concurrency", 0, lo=0),
+                      api_key_env=s.text("api_key_env"))
+    s.done()
+    return spec
+
+
+def parse_config(raw: object) -> Config:
+    root = _Section(raw, "")
+    workers: list[WorkerSpec] = []
+    names: set[str] = set()
+    for i, w in enumerate(root.items("workers")):
+        spec = parse_worker(w, f"workers[{i}]")
+        if spec.name in names:
+            raise ConfigError(f"workers[{i}].name: duplicate worker name {spec.name!r}")
+        names.add(spec.name)
+        workers.append(spec)
+    aliases_s = root.section("aliases")
+    aliases: dict[str, str] = {}
+    for key in list(aliases_s.data):
+        aliases[str(key)] = aliases_s.text(key, required=True)
+    cfg = Config(
+        listen=_listen(root.section("listen")),
+        auth=_auth(root.section("auth")),
+        routing=_routing(root.section("routing")),
+        health=_health(root.section("health")),
+        timeouts=_timeouts(root.section("timeouts")),
+        limits=_limits(root.section("limits")),
+        aliases=aliases,
+        workers=tuple(workers),
+        log_level=root.text("log_level", "info",
+                           choices=("debug", "info", "warning", "error")),
+    )
+    root.done()
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}") from exc
+    return parse_config(raw)

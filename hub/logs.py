@@ -1,0 +1,57 @@
+"""Structured JSON logs: one line per request, never prompt text."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from hub.call import Call
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update(fields)
+        else:
+            doc["msg"] = record.getMessage()
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, separators=(",", ":"))
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+_request_log = logging.getLogger("spokehub.request")
+
+
+def log_call(call: Call, seconds: float) -> None:
+    if not _request_log.isEnabledFor(logging.INFO):
+        return
+    _request_log.info("", extra={"fields": {
+        "msg": "request",
+        "request_id": call.request_id,
+        "tenant": call.tenant,
+        "route": call.route,
+        "model": call.model,
+        "stream": call.stream,
+        "worker": call.worker,
+        "attempts": call.attempts,
+        "status": call.status,
+        "error": call.error,
+        "ttft_ms": None if call.ttft_s is None else round(call.ttft_s * 1000, 2),
+        "latency_ms": round(seconds * 1000, 2),
+    }})

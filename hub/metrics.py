@@ -1,0 +1,62 @@
+"""Prometheus metrics, on a registry per hub instance (no module globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from hub.call import Call
+from hub.registry import Registry
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _WorkerCollector(Collector):
+    """Reads worker state from the registry at scrape time: nothing to keep in sync."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        up = GaugeMetricFamily("spokehub_worker_up", "1 if the worker passes health checks",
+                               labels=["worker"])
+        inflight = GaugeMetricFamily("spokehub_worker_in_flight",
+                                     "Requests in flight to the worker", labels=["worker"])
+        for w in self.registry:
+            up.add_metric([w.name], 1.0 if w.healthy else 0.0)
+            inflight.add_metric([w.name], float(w.in_flight))
+        yield up
+        yield inflight
+
+
+class Metrics:
+    def __init__(self, registry: Registry) -> None:
+        self.prom = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("spokehub_requests_total",
+                                "Requests by route, model, worker, status",
+                                ["route", "model", "worker", "status"], registry=self.prom)
+        self.errors = Counter("spokehub_errors_total", "Errors by kind", ["kind"],
+                              registry=self.prom)
+        self.latency = Histogram("spokehub_request_seconds", "Total request time",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.prom)
+        self.ttft = Histogram("spokehub_time_to_first_byte_seconds",
+                              "Time from sending upstream to its first byte",
+                              ["route"], buckets=LATENCY_BUCKETS, registry=self.prom)
+        self.attempts = Counter("spokehub_upstream_attempts_total",
+                                "Upstream attempts, including failovers", registry=self.prom)
+        self.prom.register(_WorkerCollector(registry))
+
+    def observe(self, call: Call, seconds: float) -> None:
+        self.requests.labels(call.route, call.model or "-", call.worker or "-",
+                             str(call.status)).inc()
+        self.latency.labels(call.route).observe(seconds)
+        if call.ttft_s is not None:
+            self.ttft.labels(call.route).observe(call.ttft_s)
+        if call.attempts:
+            self.attempts.inc(call.attempts)
+        if call.error:
+            self.errors.labels(call.error).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.prom)

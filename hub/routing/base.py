@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from hub.registry import Worker
+
+
+class Policy(Protocol):
+    """Chooses one worker among candidates that are already healthy and serve the model."""
+
+    name: str
+
+    def pick(self, candidates: Sequence[Worker]) -> Worker | None: ...

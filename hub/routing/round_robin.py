@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hub.registry import Worker
+
+
+class RoundRobin:
+    """Health-filtered round robin: the caller passes only routable candidates."""
+
+    name = "round_robin"
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def pick(self, candidates: Sequence[Worker]) -> Worker | None:
+        if not candidates:
+            return None
+        i = self._next % len(candidates)
+        self._next = i + 1
+        return candidates[i]
