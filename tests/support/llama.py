@@ -38,6 +38,7 @@ class LlamaWorker:
     seed: int = 0
     slots: int = 2
     threads: int = 1
+    ctx: int = 0  # total context; 0 = 512 per slot
     extra: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     proc: Proc | None = None
@@ -49,8 +50,8 @@ class LlamaWorker:
     def start(self, wait: bool = True) -> LlamaWorker:
         argv = [str(llama_server_bin()), "-m", str(tiny_model(self.seed)),
                 "--host", "127.0.0.1", "--port", str(self.port), "--alias", self.alias,
-                "-c", str(512 * self.slots), "-np", str(self.slots), "-t", str(self.threads),
-                "--slots", "--no-webui", *self.extra]
+                "-c", str(self.ctx or 512 * self.slots), "-np", str(self.slots), "-t", str(self.threads),
+                "--slots", "--no-webui", "--embeddings", "--pooling", "mean", *self.extra]
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = str(llama_server_bin().parent)
         self.proc = Proc(argv, self.log_dir / f"llama-{self.alias}-{self.port}.log", env)
