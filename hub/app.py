@@ -12,12 +12,10 @@ from aiohttp import web
 from hub.api.middleware import error_middleware
 from hub.api.routes import add_routes
 from hub.config import Config
-from hub.keys import CONFIG, METRICS, PROXY, REGISTRY, UPSTREAM
-from hub.metrics import Metrics
+from hub.keys import HUB, UPSTREAM
 from hub.prober import Prober
 from hub.proxy import Proxy
-from hub.registry import Registry
-from hub.routing import make_policy
+from hub.runtime import Hub
 
 
 async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -27,15 +25,15 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                     skip_auto_headers=("User-Agent",))
     app[UPSTREAM] = session
-    config = app[CONFIG]
-    app[PROXY] = Proxy(app[REGISTRY], make_policy(config.routing.policy), session,
-                       config.timeouts, config.routing.max_attempts)
+    hub = app[HUB]
+    hub.proxy = Proxy(hub.registry, session, hub.config)
     yield
     await session.close()
 
 
 async def prober_ctx(app: web.Application) -> AsyncIterator[None]:
-    prober = Prober(app[REGISTRY], app[UPSTREAM], app[CONFIG].health)
+    hub = app[HUB]
+    prober = Prober(hub, app[UPSTREAM])
     await prober.probe_all()  # know who is up before taking traffic
     task = asyncio.create_task(prober.run(), name="spokehub-prober")
     yield
@@ -44,14 +42,11 @@ async def prober_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def build_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware],
-                          client_max_size=config.limits.max_body_bytes)
-    registry = Registry(config.workers, healthy_after=config.health.healthy_after,
-                        unhealthy_after=config.health.unhealthy_after)
-    app[CONFIG] = config
-    app[REGISTRY] = registry
-    app[METRICS] = Metrics(registry)
+def build_app(config: Config, config_path: str | None = None) -> web.Application:
+    # The body cap is enforced per request from the live config (api/body.py), so a
+    # reload can change it; aiohttp's own cap is only a hard ceiling.
+    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 30)
+    app[HUB] = Hub(config, config_path)
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(prober_ctx)
     add_routes(app)

@@ -13,7 +13,7 @@ from hub.server import run
 def _cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(config.log_level)
-    run(config)
+    run(config, args.config)
     return 0
 
 

@@ -86,6 +86,7 @@ class Config:
     aliases: Mapping[str, str] = field(default_factory=dict)
     workers: tuple[WorkerSpec, ...] = ()
     log_level: str = "info"
+    shutdown_grace_s: float = 30.0
 
 
 class _Section:
@@ -269,7 +270,8 @@ def parse_config(raw: object) -> Config:
         aliases=aliases,
         workers=tuple(workers),
         log_level=root.text("log_level", "info",
-                           choices=("debug", "info", "warning", "error")),
+                            choices=("debug", "info", "warning", "error")),
+        shutdown_grace_s=root.number("shutdown_grace_s", 30.0),
     )
     root.done()
     return cfg

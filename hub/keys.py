@@ -1,17 +1,11 @@
-"""Typed application state: read as ``app[REGISTRY]``, no module globals."""
+"""Typed application state: read as ``app[HUB]``, no module globals."""
 
 from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
 
-from hub.config import Config
-from hub.metrics import Metrics
-from hub.proxy import Proxy
-from hub.registry import Registry
+from hub.runtime import Hub
 
-CONFIG = web.AppKey("config", Config)
-REGISTRY = web.AppKey("registry", Registry)
-METRICS = web.AppKey("metrics", Metrics)
+HUB = web.AppKey("hub", Hub)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
-PROXY = web.AppKey("proxy", Proxy)

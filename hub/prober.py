@@ -8,19 +8,21 @@ import logging
 import aiohttp
 
 from hub.backends import backend_for
-from hub.config import Health
-from hub.registry import ProbeResult, Registry, Worker
+from hub.registry import ProbeResult, Worker
+from hub.runtime import Hub
 
 log = logging.getLogger("spokehub.prober")
 
 
 class Prober:
-    def __init__(self, registry: Registry, session: aiohttp.ClientSession,
-                 health: Health) -> None:
-        self.registry = registry
+    def __init__(self, hub: Hub, session: aiohttp.ClientSession) -> None:
+        self.hub = hub
+        self.registry = hub.registry
         self.session = session
-        self.health = health
-        self.timeout = aiohttp.ClientTimeout(total=health.timeout_s)
+
+    @property
+    def timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=self.hub.config.health.timeout_s)
 
     async def probe(self, worker: Worker) -> None:
         backend = backend_for(worker.spec.kind)
@@ -42,5 +44,5 @@ class Prober:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.health.interval_s)
+            await asyncio.sleep(self.hub.config.health.interval_s)
             await self.probe_all()

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from hub.backends import backend_for
 from hub.call import Call
-from hub.config import Timeouts
+from hub.config import Config, Timeouts
 from hub.deadline import Deadline
 from hub.errors import (
     HubError,
@@ -28,7 +28,7 @@ from hub.errors import (
 )
 from hub.registry import Registry, Worker
 from hub.relay import ClientGone, end_with_error, relay_events
-from hub.routing import Policy
+from hub.routing import Policy, make_policy
 
 log = logging.getLogger("spokehub.proxy")
 
@@ -44,16 +44,22 @@ class _Retry(Exception):
 
 
 class Proxy:
-    def __init__(self, registry: Registry, policy: Policy, session: aiohttp.ClientSession,
-                 timeouts: Timeouts, max_attempts: int) -> None:
+    def __init__(self, registry: Registry, session: aiohttp.ClientSession,
+                 config: Config) -> None:
         self.registry = registry
-        self.policy = policy
         self.session = session
-        self.timeouts = timeouts
-        self.max_attempts = max_attempts
+        self.policy: Policy = make_policy(config.routing.policy)
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Take new timeouts, attempts and policy (on reload); in-flight calls keep theirs."""
+        if config.routing.policy != self.policy.name:
+            self.policy = make_policy(config.routing.policy)
+        self.timeouts: Timeouts = config.timeouts
+        self.max_attempts = config.routing.max_attempts
         # connect is bounded by aiohttp; first byte / idle / total by our Deadline.
         self._client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=timeouts.connect_s, sock_read=None)
+            total=None, connect=None, sock_connect=config.timeouts.connect_s, sock_read=None)
 
     def pick(self, model: str, tried: list[Worker]) -> Worker | None:
         candidates = self.registry.candidates(model)

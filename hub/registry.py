@@ -26,6 +26,8 @@ class ProbeResult:
     models: frozenset[str] | None = None  # None: unknown this round, keep what we had
     slots_total: int | None = None
     slots_busy: int | None = None
+    loaded_models: frozenset[str] | None = None  # in memory now (Ollama /api/ps); None: unknown
+    vram_used_bytes: int | None = None  # VRAM held by the loaded models; None: unknown
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +41,10 @@ class Worker:
     slots_busy: int | None = None
     ewma_latency_s: float | None = None
     draining: bool = False
+    source: str = "config"  # "config", or "agent:<agent_id>" for agent-registered workers
+    vram_free_mb: float | None = None
+    loaded_models: frozenset[str] = frozenset()
+    last_seen: float | None = None  # last agent heartbeat (monotonic), agent workers only
     probe_ok_streak: int = 0
     probe_fail_streak: int = 0
     last_change: float = field(default_factory=time.monotonic)
@@ -130,7 +136,18 @@ class Registry:
         return worker
 
     def remove(self, name: str) -> Worker | None:
+        """Forget a worker; requests already holding it finish normally."""
         return self._workers.pop(name, None)
+
+    def replace_spec(self, worker: Worker, spec: WorkerSpec) -> None:
+        """New settings for a known worker; a new address or kind must pass a probe again."""
+        if (spec.url, spec.kind) != (worker.spec.url, worker.spec.kind):
+            worker.discovered_models = frozenset()
+            worker.probe_ok_streak = 0
+            if worker.healthy:
+                self._set_health(worker, False)
+            worker.detail = "address changed; not probed yet"
+        worker.spec = spec
 
     def apply_probe(self, worker: Worker, result: ProbeResult) -> None:
         if result.models is not None:
@@ -138,6 +155,8 @@ class Registry:
         if result.slots_total is not None:
             worker.slots_total = result.slots_total
             worker.slots_busy = result.slots_busy
+        if result.loaded_models is not None:
+            worker.loaded_models = result.loaded_models
         worker.detail = result.detail
         if result.healthy:
             worker.probe_ok_streak += 1

@@ -1,4 +1,4 @@
-"""Run the hub on uvloop until SIGINT/SIGTERM."""
+"""Run the hub on uvloop: SIGHUP reloads the config, SIGTERM/SIGINT drain and exit 0."""
 
 from __future__ import annotations
 
@@ -9,18 +9,26 @@ import signal
 import uvloop
 from aiohttp import web
 
+from hub.api.admin import reload_config
 from hub.app import build_app
-from hub.config import Config
+from hub.config import Config, ConfigError
+from hub.keys import HUB
 
 log = logging.getLogger("spokehub")
 
-SHUTDOWN_GRACE_S = 30.0
+
+def _on_sighup(app: web.Application) -> None:
+    try:
+        reload_config(app[HUB])
+    except ConfigError as exc:
+        log.error("config reload rejected, keeping the old config: %s", exc)
 
 
-async def serve(config: Config) -> None:
-    app = build_app(config)
+async def serve(config: Config, config_path: str | None = None) -> None:
+    app = build_app(config, config_path)
+    # shutdown_timeout: how long in-flight requests and streams may run after SIGTERM.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=SHUTDOWN_GRACE_S)
+                           shutdown_timeout=config.shutdown_grace_s)
     await runner.setup()
     site = web.TCPSite(runner, config.listen.host, config.listen.port, backlog=1024,
                        reuse_address=True)
@@ -29,17 +37,21 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _on_sighup, app)
     for addr in runner.addresses:
-        host, port = addr[0], addr[1]
-        log.warning("spokehub listening on http://%s:%s (%d workers)", host, port,
+        log.warning("spokehub listening on http://%s:%s (%d workers)", addr[0], addr[1],
                     len(config.workers))
     try:
         await stop.wait()
     finally:
-        log.warning("spokehub shutting down")
+        hub = app[HUB]
+        in_flight = sum(w.in_flight for w in hub.registry)
+        log.warning("spokehub shutting down: no new connections, waiting up to %.0fs for "
+                    "%d in-flight requests", hub.config.shutdown_grace_s, in_flight)
         await runner.cleanup()
+        log.warning("spokehub stopped")
 
 
-def run(config: Config) -> None:
+def run(config: Config, config_path: str | None = None) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(config))
+        runner.run(serve(config, config_path))

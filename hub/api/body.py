@@ -21,10 +21,15 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise BodyTooLarge(f"Request body is {length} bytes; the limit is {max_bytes}")
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes") from None
+    # also for chunked uploads: stop reading as soon as the body passes the cap
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await request.content.readany():
+        total += len(chunk)
+        if total > max_bytes:
+            raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def parse_payload(route: str, body: bytes) -> dict[str, Any]:

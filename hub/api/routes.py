@@ -9,10 +9,11 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from hub.api.admin import add_admin_routes
 from hub.api.body import parse_payload, read_body, with_model
 from hub.call import Call
 from hub.errors import HubError
-from hub.keys import CONFIG, METRICS, PROXY, REGISTRY
+from hub.keys import HUB
 from hub.logs import log_call
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -27,8 +28,8 @@ def _request_id(request: web.Request) -> str:
 
 def _inference(route: str) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        app = request.app
-        config = app[CONFIG]
+        hub = request.app[HUB]
+        config = hub.config
         loop = asyncio.get_running_loop()
         call = Call(request_id=_request_id(request), route=route, started=loop.time())
         try:
@@ -39,7 +40,7 @@ def _inference(route: str) -> Handler:
             call.model = target or model
             call.body = with_model(payload, target) if target else body
             call.stream = payload.get("stream") is True
-            response = await app[PROXY].forward(request, call)
+            response = await hub.proxy.forward(request, call)
             if not call.status:
                 call.status = response.status
             return response
@@ -53,15 +54,15 @@ def _inference(route: str) -> Handler:
             raise
         finally:
             seconds = loop.time() - call.started
-            app[METRICS].observe(call, seconds)
+            hub.metrics.observe(call, seconds)
             log_call(call, seconds)
 
     return handler
 
 
 async def list_models(request: web.Request) -> web.Response:
-    registry = request.app[REGISTRY]
-    config = request.app[CONFIG]
+    hub = request.app[HUB]
+    registry, config = hub.registry, hub.config
     served = registry.known_models()
     data: list[dict[str, object]] = []
     for model_id in sorted(served):
@@ -81,7 +82,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    registry = request.app[REGISTRY]
+    registry = request.app[HUB].registry
     up = sum(1 for w in registry if w.healthy)
     status = 200 if up else 503
     return web.json_response({"ready": bool(up), "healthy_workers": up,
@@ -89,20 +90,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    body = request.app[HUB].metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
-
-
-async def admin_workers(request: web.Request) -> web.Response:
-    workers = []
-    for w in request.app[REGISTRY]:
-        workers.append({"name": w.name, "url": w.url, "kind": w.spec.kind,
-                        "healthy": w.healthy, "detail": w.detail, "draining": w.draining,
-                        "models": sorted(w.models), "in_flight": w.in_flight,
-                        "slots_total": w.slots_total, "slots_busy": w.slots_busy,
-                        "ewma_latency_ms": None if w.ewma_latency_s is None
-                        else round(w.ewma_latency_s * 1000, 2)})
-    return web.json_response({"workers": workers})
 
 
 def add_routes(app: web.Application) -> None:
@@ -113,4 +102,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/admin/workers", admin_workers)
+    add_admin_routes(app)

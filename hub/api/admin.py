@@ -1,0 +1,80 @@
+"""Operator endpoints: worker status, drain, config reload."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from hub.config import ConfigError, load_config
+from hub.errors import BadRequest, NotFound
+from hub.keys import HUB
+from hub.registry import Worker
+from hub.runtime import Hub
+
+log = logging.getLogger("spokehub.admin")
+
+
+def worker_status(w: Worker) -> dict[str, object]:
+    return {"name": w.name, "url": w.url, "kind": w.spec.kind, "source": w.source,
+            "healthy": w.healthy, "detail": w.detail, "draining": w.draining,
+            "models": sorted(w.models), "loaded_models": sorted(w.loaded_models),
+            "in_flight": w.in_flight, "slots_total": w.slots_total, "slots_busy": w.slots_busy,
+            "vram_free_mb": w.vram_free_mb,
+            "ewma_latency_ms": None if w.ewma_latency_s is None
+            else round(w.ewma_latency_s * 1000, 2)}
+
+
+def reload_config(hub: Hub) -> list[str]:
+    """Re-read the config file; on any error keep serving the old config and raise."""
+    if not hub.config_path:
+        raise ConfigError("the hub was not started from a config file")
+    new = load_config(hub.config_path)
+    changes = hub.apply(new)
+    log.warning("config reloaded from %s: %s", hub.config_path,
+                "; ".join(changes) or "no changes")
+    return changes
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.json_response({"workers": [worker_status(w) for w in hub.registry]})
+
+
+def _worker(request: web.Request) -> Worker:
+    name = request.match_info["name"]
+    worker = request.app[HUB].registry.get(name)
+    if worker is None:
+        raise NotFound(f"No worker named '{name}'")
+    return worker
+
+
+async def drain(request: web.Request) -> web.Response:
+    """Stop sending new requests to a worker; in-flight ones finish."""
+    worker = _worker(request)
+    worker.draining = True
+    log.warning("worker %s draining (%d in flight)", worker.name, worker.in_flight)
+    return web.json_response(worker_status(worker))
+
+
+async def undrain(request: web.Request) -> web.Response:
+    worker = _worker(request)
+    worker.draining = False
+    log.warning("worker %s back in rotation", worker.name)
+    return web.json_response(worker_status(worker))
+
+
+async def reload(request: web.Request) -> web.Response:
+    try:
+        changes = reload_config(request.app[HUB])
+    except ConfigError as exc:
+        log.error("config reload rejected, keeping the old config: %s", exc)
+        raise BadRequest(f"Config rejected, old config kept: {exc}") from None
+    return web.json_response({"reloaded": True, "changes": changes})
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/workers", list_workers)
+    app.router.add_post("/admin/workers/{name}/drain", drain)
+    app.router.add_post("/admin/workers/{name}/undrain", undrain)
+    app.router.add_post("/admin/reload", reload)

@@ -1,0 +1,73 @@
+"""The hub's live state: config, registry, metrics and proxy, and config reload.
+
+aiohttp freezes app state once serving starts, so everything that a reload may
+change lives on this one object, read per request as ``app[HUB].config``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from hub.config import Config
+from hub.metrics import Metrics
+from hub.proxy import Proxy
+from hub.registry import Registry
+
+log = logging.getLogger("spokehub.runtime")
+
+
+class Hub:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.registry = Registry(config.workers, healthy_after=config.health.healthy_after,
+                                 unhealthy_after=config.health.unhealthy_after)
+        self.metrics = Metrics(self.registry)
+        self._proxy: Proxy | None = None
+
+    @property
+    def proxy(self) -> Proxy:
+        assert self._proxy is not None, "upstream context not started"
+        return self._proxy
+
+    @proxy.setter
+    def proxy(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+
+    def apply(self, new: Config) -> list[str]:
+        """Switch to ``new`` without touching in-flight requests; returns what changed."""
+        old = self.config
+        changes: list[str] = []
+        if new.listen != old.listen:
+            changes.append("listen: needs a restart to take effect (kept the old address)")
+            new = replace(new, listen=old.listen)
+        old_specs = {w.name: w for w in old.workers}
+        new_specs = {w.name: w for w in new.workers}
+        for name in old_specs.keys() - new_specs.keys():
+            worker = self.registry.get(name)
+            if worker is not None and worker.source == "config":
+                self.registry.remove(name)
+                changes.append(f"worker {name}: removed")
+        for name, spec in new_specs.items():
+            worker = self.registry.get(name)
+            if worker is None:
+                self.registry.add(spec)
+                changes.append(f"worker {name}: added")
+            elif worker.source != "config":
+                changes.append(f"worker {name}: name taken by {worker.source}; not added")
+            elif worker.spec != spec:
+                self.registry.replace_spec(worker, spec)
+                changes.append(f"worker {name}: updated")
+        self.registry.healthy_after = new.health.healthy_after
+        self.registry.unhealthy_after = new.health.unhealthy_after
+        for section in ("auth", "routing", "health", "timeouts", "limits", "aliases"):
+            if getattr(new, section) != getattr(old, section):
+                changes.append(f"{section}: updated")
+        self.config = new
+        if self._proxy is not None:
+            self._proxy.configure(new)
+        return changes
+
+    def __repr__(self) -> str:
+        return f"<Hub {self.registry!r} policy={self.config.routing.policy}>"
