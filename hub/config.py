@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-WORKER_KINDS = ("llamacpp", "openai")
+WORKER_KINDS = ("llamacpp", "openai", "ollama")
 ROUTING_POLICIES = ("round_robin", "vram_weighted", "least_loaded")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from hub.backends.base import Backend
 from hub.backends.llamacpp import LlamaCppBackend
+from hub.backends.ollama import OllamaBackend
 from hub.backends.openai import OpenAIBackend
 
 _BACKENDS: dict[str, Backend] = {
     "llamacpp": LlamaCppBackend(),
     "openai": OpenAIBackend(),
+    "ollama": OllamaBackend(),
 }
 
 
