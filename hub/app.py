@@ -42,11 +42,30 @@ async def prober_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Restore persisted agent workers, then expire silent agents every second."""
+    hub = app[HUB]
+    hub.agents.load()
+
+    async def expire_loop() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            hub.agents.expire()
+
+    task = asyncio.create_task(expire_loop(), name="spokehub-agent-expiry")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    hub.agents.save()
+
+
 def build_app(config: Config, config_path: str | None = None) -> web.Application:
     # The body cap is enforced per request from the live config (api/body.py), so a
     # reload can change it; aiohttp's own cap is only a hard ceiling.
     app = web.Application(middlewares=[error_middleware], client_max_size=1 << 30)
     app[HUB] = Hub(config, config_path)
+    app.cleanup_ctx.append(agents_ctx)
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(prober_ctx)
     add_routes(app)

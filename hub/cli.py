@@ -1,10 +1,12 @@
-"""``spokehub`` command line: serve, check-config."""
+"""``spokehub`` command line: serve, check-config, token issue|inspect."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from hub.auth.cli import add_token_commands
+from hub.auth.keys import KeyRing
 from hub.config import ConfigError, load_config
 from hub.logs import setup_logging
 from hub.server import run
@@ -19,6 +21,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if config.auth.enabled:
+        KeyRing.load(config.auth)  # reads the secrets and key files it names
     print(f"{args.config}: ok ({len(config.workers)} workers, policy {config.routing.policy})")
     return 0
 
@@ -33,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("config", help="path to the YAML config")
     p.set_defaults(func=_cmd_check_config)
+    add_token_commands(sub)
     return ap
 
 

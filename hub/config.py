@@ -16,6 +16,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from hub.admission.limiter import AdmissionConfig, parse_admission
+from hub.auth.config import AuthConfig, parse_auth
+from hub.breaker import BreakerConfig, parse_breaker
+from hub.outlier import OutlierConfig, parse_outlier
+from hub.retry_budget import RetryBudgetConfig, parse_retry_budget
+from hub.routing.vram_weighted import VramWeightedConfig, parse_vram_weighted
+
 WORKER_KINDS = ("llamacpp", "openai", "ollama")
 ROUTING_POLICIES = ("round_robin", "vram_weighted", "least_loaded")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
@@ -32,14 +39,17 @@ class Listen:
 
 
 @dataclass(frozen=True, slots=True)
-class Auth:
-    enabled: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Routing:
     policy: str = "round_robin"
     max_attempts: int = 3
+    vram_weighted: VramWeightedConfig = field(default_factory=VramWeightedConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Resilience:
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    outlier: OutlierConfig = field(default_factory=OutlierConfig)
+    retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,16 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Agents:
+    """Workers registered by agents' heartbeats (POST /v1/agents/heartbeat)."""
+
+    enabled: bool = True
+    ttl_s: float = 15.0  # no heartbeat for this long: the worker gets no traffic
+    remove_after_s: float = 600.0  # ... and after this long it is forgotten
+    state_file: str | None = None  # persist agent workers here across hub restarts
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSpec:
     name: str
     url: str
@@ -73,17 +93,21 @@ class WorkerSpec:
     models: tuple[str, ...] = ()
     max_concurrency: int = 0  # 0 = unlimited at the hub
     api_key_env: str | None = None
+    api: str = "openai"  # ollama only: "native" sends chat to /api/chat (Ollama without /v1)
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: Listen = field(default_factory=Listen)
-    auth: Auth = field(default_factory=Auth)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     routing: Routing = field(default_factory=Routing)
     health: Health = field(default_factory=Health)
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    agents: Agents = field(default_factory=Agents)
+    resilience: Resilience = field(default_factory=Resilience)
     workers: tuple[WorkerSpec, ...] = ()
     log_level: str = "info"
     shutdown_grace_s: float = 30.0
@@ -101,7 +125,7 @@ class _Section:
         self.path = path
         self.seen: set[str] = set()
 
-    def _key(self, key: str) -> str:
+    def key(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
     def get(self, key: str) -> Any:
@@ -113,12 +137,12 @@ class _Section:
         value = self.get(key)
         if value is None:
             if required:
-                raise ConfigError(f"{self._key(key)}: is required")
+                raise ConfigError(f"{self.key(key)}: is required")
             return default
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{self._key(key)}: must be a non-empty string")
+            raise ConfigError(f"{self.key(key)}: must be a non-empty string")
         if choices and value not in choices:
-            raise ConfigError(f"{self._key(key)}: must be one of {', '.join(choices)}, "
+            raise ConfigError(f"{self.key(key)}: must be one of {', '.join(choices)}, "
                               f"got {value!r}")
         return value
 
@@ -127,7 +151,7 @@ class _Section:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise ConfigError(f"{self._key(key)}: must be true or false")
+            raise ConfigError(f"{self.key(key)}: must be true or false")
         return value
 
     def integer(self, key: str, default: int, *, lo: int = 0, hi: int | None = None) -> int:
@@ -135,10 +159,10 @@ class _Section:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{self._key(key)}: must be an integer")
+            raise ConfigError(f"{self.key(key)}: must be an integer")
         if value < lo or (hi is not None and value > hi):
             bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-            raise ConfigError(f"{self._key(key)}: must be {bound}, got {value}")
+            raise ConfigError(f"{self.key(key)}: must be {bound}, got {value}")
         return value
 
     def number(self, key: str, default: float, *, lo: float = 0.0,
@@ -147,28 +171,28 @@ class _Section:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{self._key(key)}: must be a number")
+            raise ConfigError(f"{self.key(key)}: must be a number")
         value = float(value)
         if not math.isfinite(value) or value < lo or (exclusive_lo and value == lo):
             op = ">" if exclusive_lo else ">="
-            raise ConfigError(f"{self._key(key)}: must be {op} {lo}, got {value}")
+            raise ConfigError(f"{self.key(key)}: must be {op} {lo}, got {value}")
         return value
 
     def section(self, key: str) -> _Section:
-        return _Section(self.get(key), self._key(key))
+        return _Section(self.get(key), self.key(key))
 
     def items(self, key: str) -> list[Any]:
         value = self.get(key)
         if value is None:
             return []
         if not isinstance(value, list):
-            raise ConfigError(f"{self._key(key)}: must be a list")
+            raise ConfigError(f"{self.key(key)}: must be a list")
         return value
 
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
-            raise ConfigError(f"{self._key(unknown[0])}: unknown key")
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
 
 
 def _listen(s: _Section) -> Listen:
@@ -177,15 +201,20 @@ def _listen(s: _Section) -> Listen:
     return out
 
 
-def _auth(s: _Section) -> Auth:
-    out = Auth(enabled=s.flag("enabled", False))
+def _routing(s: _Section) -> Routing:
+    out = Routing(policy=s.text("policy", "round_robin", choices=ROUTING_POLICIES),
+                  max_attempts=s.integer("max_attempts", 3, lo=1, hi=10),
+                  vram_weighted=parse_vram_weighted(s.get("vram_weighted"),
+                                                    s.key("vram_weighted")))
     s.done()
     return out
 
 
-def _routing(s: _Section) -> Routing:
-    out = Routing(policy=s.text("policy", "round_robin", choices=ROUTING_POLICIES),
-                  max_attempts=s.integer("max_attempts", 3, lo=1, hi=10))
+def _resilience(s: _Section) -> Resilience:
+    out = Resilience(breaker=parse_breaker(s.get("breaker"), s.key("breaker")),
+                     outlier=parse_outlier(s.get("outlier"), s.key("outlier")),
+                     retry_budget=parse_retry_budget(s.get("retry_budget"),
+                                                     s.key("retry_budget")))
     s.done()
     return out
 
@@ -215,6 +244,17 @@ def _limits(s: _Section) -> Limits:
     return out
 
 
+def _agents(s: _Section) -> Agents:
+    out = Agents(enabled=s.flag("enabled", True),
+                 ttl_s=s.number("ttl_s", 15.0),
+                 remove_after_s=s.number("remove_after_s", 600.0),
+                 state_file=s.text("state_file"))
+    s.done()
+    if out.remove_after_s < out.ttl_s:
+        raise ConfigError(f"{s.path}.remove_after_s: must be >= ttl_s ({out.ttl_s})")
+    return out
+
+
 def _check_url(url: str, key: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -241,8 +281,11 @@ def parse_worker(raw: object, path: str) -> WorkerSpec:
                       kind=s.text("kind", "llamacpp", choices=WORKER_KINDS),
                       models=tuple(models),
                       max_concurrency=s.integer("max_concurrency", 0, lo=0),
-                      api_key_env=s.text("api_key_env"))
+                      api_key_env=s.text("api_key_env"),
+                      api=s.text("api", "openai", choices=("openai", "native")))
     s.done()
+    if spec.api == "native" and spec.kind != "ollama":
+        raise ConfigError(f"{path}.api: 'native' is only for kind ollama")
     return spec
 
 
@@ -262,12 +305,15 @@ def parse_config(raw: object) -> Config:
         aliases[str(key)] = aliases_s.text(key, required=True)
     cfg = Config(
         listen=_listen(root.section("listen")),
-        auth=_auth(root.section("auth")),
+        auth=parse_auth(root.get("auth"), "auth"),
+        admission=parse_admission(root.get("admission"), "admission"),
         routing=_routing(root.section("routing")),
         health=_health(root.section("health")),
         timeouts=_timeouts(root.section("timeouts")),
         limits=_limits(root.section("limits")),
         aliases=aliases,
+        agents=_agents(root.section("agents")),
+        resilience=_resilience(root.section("resilience")),
         workers=tuple(workers),
         log_level=root.text("log_level", "info",
                             choices=("debug", "info", "warning", "error")),

@@ -46,3 +46,4 @@ class Prober:
         while True:
             await asyncio.sleep(self.hub.config.health.interval_s)
             await self.probe_all()
+            self.hub.proxy.review_latency()

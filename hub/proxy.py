@@ -15,10 +15,13 @@ import aiohttp
 from aiohttp import web
 
 from hub.backends import backend_for
+from hub.breaker import Breakers, Outcome, Permit, State, outcome_for_status
 from hub.call import Call
+from hub.capacity import CapacityQueue
 from hub.config import Config, Timeouts
 from hub.deadline import Deadline
 from hub.errors import (
+    BadRequest,
     HubError,
     ModelNotFound,
     NoWorker,
@@ -26,8 +29,10 @@ from hub.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from hub.outlier import LatencyStat, OutlierDetector
 from hub.registry import Registry, Worker
-from hub.relay import ClientGone, end_with_error, relay_events
+from hub.relay import ByteSource, ClientGone, TranslatedStream, end_with_error, relay_events
+from hub.retry_budget import RetryBudget
 from hub.routing import Policy, make_policy
 
 log = logging.getLogger("spokehub.proxy")
@@ -48,13 +53,35 @@ class Proxy:
                  config: Config) -> None:
         self.registry = registry
         self.session = session
-        self.policy: Policy = make_policy(config.routing.policy)
+        self.policy: Policy = make_policy(config.routing.policy,
+                                          vram_weighted=config.routing.vram_weighted)
+        self._routing = config.routing
+        self.breakers = Breakers(config.resilience.breaker, on_transition=_log_breaker)
+        self.retry_budget = RetryBudget(config.resilience.retry_budget)
+        self.outliers: dict[str, OutlierDetector] = {}  # per model: compare like with like
+        self.capacity = CapacityQueue(config.admission.worker_queue_max,
+                                      config.admission.worker_queue_timeout_s)
         self.configure(config)
 
     def configure(self, config: Config) -> None:
-        """Take new timeouts, attempts and policy (on reload); in-flight calls keep theirs."""
-        if config.routing.policy != self.policy.name:
-            self.policy = make_policy(config.routing.policy)
+        """Take new settings (on reload); in-flight calls keep theirs. Breaker, budget and
+        ejection state restart only if their own settings change."""
+        if (config.routing.policy, config.routing.vram_weighted) != (
+                self._routing.policy, self._routing.vram_weighted):
+            self.policy = make_policy(config.routing.policy,
+                                      vram_weighted=config.routing.vram_weighted)
+        self._routing = config.routing
+        res = config.resilience
+        if self.breakers.cfg != res.breaker:
+            self.breakers = Breakers(res.breaker, on_transition=_log_breaker)
+        if self.retry_budget.cfg != res.retry_budget:
+            self.retry_budget = RetryBudget(res.retry_budget)
+        if self.outliers and next(iter(self.outliers.values())).cfg != res.outlier:
+            self.outliers.clear()
+        self.outlier_cfg = res.outlier
+        adm = config.admission
+        self.capacity.max_waiters = adm.worker_queue_max
+        self.capacity.timeout_s = adm.worker_queue_timeout_s
         self.timeouts: Timeouts = config.timeouts
         self.max_attempts = config.routing.max_attempts
         # connect is bounded by aiohttp; first byte / idle / total by our Deadline.
@@ -62,41 +89,100 @@ class Proxy:
             total=None, connect=None, sock_connect=config.timeouts.connect_s, sock_read=None)
 
     def pick(self, model: str, tried: list[Worker]) -> Worker | None:
-        candidates = self.registry.candidates(model)
-        if tried:
-            candidates = [w for w in candidates if w not in tried]
-        return self.policy.pick(candidates)
+        breakers = self.breakers
+        candidates = [w for w in self.registry.candidates(model)
+                      if w not in tried and breakers.get(w.name).would_allow()]
+        detector = self.outliers.get(model)
+        if detector is not None:
+            candidates = detector.admit(candidates)
+        worker = self.policy.pick(candidates)
+        # Nothing awaited since would_allow(), so this admits; only the picked worker's
+        # breaker is asked, or unused half-open probe slots would stay taken.
+        if worker is None or not breakers.get(worker.name).allow():
+            return None
+        return worker
+
+    def forget(self, name: str) -> None:
+        """A worker left the registry: drop its breaker and ejection state."""
+        self.breakers.remove(name)
+        for detector in self.outliers.values():
+            detector.forget(name)
+
+    def review_latency(self) -> list[str]:
+        """Eject slow outliers, per model; called once per prober round."""
+        ejected: list[str] = []
+        for model, workers in self.registry.known_models().items():
+            detector = self.outliers.get(model)
+            if detector is None:
+                detector = self.outliers[model] = OutlierDetector(self.outlier_cfg)
+            stats = [LatencyStat(w.name, w.ewma_latency_s, w.latency_samples, w.routable)
+                     for w in workers]
+            for name in detector.update(stats):
+                log.warning("worker %s ejected for model %s: time to first byte far above "
+                            "its peers'", name, model)
+                ejected.append(name)
+        return ejected
 
     async def forward(self, request: web.Request, call: Call) -> web.StreamResponse:
         tried: list[Worker] = []
         last: UpstreamError | None = None
-        for _ in range(self.max_attempts):
+        self.retry_budget.deposit()
+        for attempt in range(self.max_attempts):
+            if attempt and not self.retry_budget.try_withdraw():
+                log.info("request %s: retry budget spent; not retrying", call.request_id)
+                break
             worker = self.pick(call.model, tried)
+            if worker is None and not tried and self.registry.saturated(call.model):
+                worker = await self._wait_for_room(call.model)
             if worker is None:
                 break
             tried.append(worker)
             call.worker = worker.name
             call.attempts += 1
             try:
-                return await self._attempt(request, call, worker)
+                with Permit(self.breakers.get(worker.name)) as permit:
+                    return await self._attempt(request, call, worker, permit)
             except _Retry as retry:
                 last = retry.error
                 log.info("request %s: worker %s failed before first byte (%s); %s",
                          call.request_id, worker.name, retry.error.message,
                          "retrying" if call.attempts < self.max_attempts else "giving up")
+            finally:
+                if len(self.capacity):
+                    self.capacity.wake()  # a slot is free: the longest waiter may take it
         if last is not None:
             raise last
         if not self.registry.serves(call.model):
             raise ModelNotFound(f"The model '{call.model}' does not exist", param="model")
         raise NoWorker(f"No healthy worker can serve model '{call.model}' right now")
 
-    async def _attempt(self, request: web.Request, call: Call,
-                       worker: Worker) -> web.StreamResponse:
+    async def _wait_for_room(self, model: str) -> Worker | None:
+        """Queue in the hub until a worker for ``model`` has room (bounded)."""
+        deadline = asyncio.get_running_loop().time() + self.capacity.timeout_s
+        front = False
+        while True:
+            await self.capacity.wait(deadline, front=front)
+            worker = self.pick(model, [])
+            if worker is not None or not self.registry.saturated(model):
+                return worker
+            front = True  # someone else took the slot: keep our place at the front
+
+    async def _attempt(self, request: web.Request, call: Call, worker: Worker,
+                       permit: Permit) -> web.StreamResponse:
         spec = worker.spec
         backend = backend_for(spec.kind)
         headers = {"Content-Type": "application/json", "X-Request-ID": call.request_id}
         headers.update(backend.request_headers(spec))
-        url = backend.request_url(spec, call.route)
+        translator = backend.translator(spec, call.route)
+        if translator is None:
+            url, body = backend.request_url(spec, call.route), call.body
+        else:
+            url = spec.url + translator.path
+            try:
+                body = translator.request(call.body)
+            except ValueError as exc:
+                raise BadRequest(f"Cannot send this request to worker {worker.name}: {exc}",
+                                 ) from None
         out: web.StreamResponse | None = None
         up: aiohttp.ClientResponse | None = None
         t = self.timeouts
@@ -105,33 +191,49 @@ class Proxy:
         try:
             with worker.in_flight_slot():
                 async with Deadline(t.first_byte_s, t.total_s) as deadline:
-                    up = await self.session.post(url, data=call.body, headers=headers,
+                    up = await self.session.post(url, data=body, headers=headers,
                                                  timeout=self._client_timeout)
                     if up.status in RETRYABLE_STATUS:
+                        permit.record(outcome_for_status(up.status))  # 429: not a fault
                         await up.content.read(MAX_ERROR_BODY)
                         raise _Retry(UpstreamError(f"worker answered HTTP {up.status}"))
                     if not call.stream or up.status != 200:
-                        body = await up.read()
+                        answer = await up.read()
                         call.ttft_s = loop.time() - start
                         worker.observe_latency(call.ttft_s)
-                        return web.Response(status=up.status, body=body, headers={
-                            "Content-Type": up.headers.get("Content-Type", "application/json"),
+                        content_type = up.headers.get("Content-Type", "application/json")
+                        if translator is not None:
+                            try:
+                                answer = translator.response(up.status, answer)
+                            except (ValueError, KeyError, TypeError):
+                                permit.record(Outcome.FAILURE)
+                                raise _Retry(UpstreamError(
+                                    f"Worker {worker.name} sent an unreadable answer")) from None
+                            content_type = "application/json"
+                        permit.record(outcome_for_status(up.status))
+                        return web.Response(status=up.status, body=answer, headers={
+                            "Content-Type": content_type,
                             "X-Request-ID": call.request_id,
                             "X-Spokehub-Worker": worker.name})
-                    first = await up.content.readany()
+                    content: ByteSource = up.content
+                    if translator is not None:
+                        content = TranslatedStream(up.content, translator.stream())
+                    first = await content.readany()
+                    permit.record(Outcome.SUCCESS if first else Outcome.FAILURE)
                     if not first:
                         raise _Retry(UpstreamError("worker closed the stream before any data"))
                     call.ttft_s = loop.time() - start
                     worker.observe_latency(call.ttft_s)
                     deadline.set_phase("next chunk", t.idle_s)
                     out = web.StreamResponse(status=200, headers={
-                        "Content-Type": up.headers.get("Content-Type", "text/event-stream"),
+                        "Content-Type": "text/event-stream" if translator else
+                        up.headers.get("Content-Type", "text/event-stream"),
                         "Cache-Control": "no-cache",
                         "X-Accel-Buffering": "no",
                         "X-Request-ID": call.request_id,
                         "X-Spokehub-Worker": worker.name})
                     await out.prepare(request)
-                    await relay_events(up.content, out, first, deadline)
+                    await relay_events(content, out, first, deadline)
                     await out.write_eof()
                     return out
         except ClientGone:
@@ -140,12 +242,14 @@ class Proxy:
             assert out is not None
             return out
         except aiohttp.ClientConnectorError as exc:
+            permit.record(Outcome.FAILURE)
             self.registry.mark_unreachable(worker, f"connect: {exc.os_error or exc}")
             raise _Retry(UpstreamConnectError(
                 f"Could not connect to worker {worker.name}")) from exc
         except (aiohttp.ClientError, UpstreamTimeout) as exc:
             err: HubError = exc if isinstance(exc, UpstreamTimeout) else UpstreamError(
                 f"Worker {worker.name} failed: {type(exc).__name__}")
+            permit.record(Outcome.FAILURE)  # no-op mid-stream: the first byte counted
             if out is None:
                 assert isinstance(err, UpstreamError)
                 raise _Retry(err) from exc
@@ -160,3 +264,8 @@ class Proxy:
                     up.release()
                 else:
                     up.close()
+
+
+def _log_breaker(name: str, old: State, new: State) -> None:
+    level = logging.INFO if new is State.CLOSED else logging.WARNING
+    log.log(level, "worker %s: circuit breaker %s -> %s", name, old, new)

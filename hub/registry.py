@@ -40,11 +40,13 @@ class Worker:
     slots_total: int | None = None
     slots_busy: int | None = None
     ewma_latency_s: float | None = None
+    latency_samples: int = 0  # responses behind ewma_latency_s
     draining: bool = False
     source: str = "config"  # "config", or "agent:<agent_id>" for agent-registered workers
     vram_free_mb: float | None = None
     loaded_models: frozenset[str] = frozenset()
-    last_seen: float | None = None  # last agent heartbeat (monotonic), agent workers only
+    last_seen: float | None = None  # last agent heartbeat (wall clock), agent workers only
+    agent_stale: bool = False  # its agent missed heartbeats for longer than the TTL
     probe_ok_streak: int = 0
     probe_fail_streak: int = 0
     last_change: float = field(default_factory=time.monotonic)
@@ -65,7 +67,7 @@ class Worker:
 
     @property
     def routable(self) -> bool:
-        if not self.healthy or self.draining:
+        if not self.healthy or self.draining or self.agent_stale:
             return False
         cap = self.spec.max_concurrency
         return not (cap and self.in_flight >= cap)
@@ -80,6 +82,7 @@ class Worker:
             self.in_flight -= 1
 
     def observe_latency(self, seconds: float) -> None:
+        self.latency_samples += 1
         prev = self.ewma_latency_s
         self.ewma_latency_s = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
 
@@ -96,6 +99,7 @@ class Registry:
         self.healthy_after = healthy_after
         self.unhealthy_after = unhealthy_after
         self._on_change = on_change
+        self.on_remove: list[Callable[[str], None]] = []  # e.g. drop breaker state
         for spec in specs:
             self.add(spec)
 
@@ -124,6 +128,17 @@ class Registry:
         """Routable workers that serve ``model``, in registry order."""
         return [w for w in self._workers.values() if w.routable and model in w.models]
 
+    def saturated(self, model: str) -> bool:
+        """Healthy workers serve ``model`` but every one is at its max_concurrency."""
+        full = False
+        for w in self._workers.values():
+            if model not in w.models or not w.healthy or w.draining or w.agent_stale:
+                continue
+            if w.routable:
+                return False
+            full = True
+        return full
+
     def any_healthy(self) -> bool:
         return any(w.healthy for w in self._workers.values())
 
@@ -137,7 +152,11 @@ class Registry:
 
     def remove(self, name: str) -> Worker | None:
         """Forget a worker; requests already holding it finish normally."""
-        return self._workers.pop(name, None)
+        worker = self._workers.pop(name, None)
+        if worker is not None:
+            for listener in self.on_remove:
+                listener(name)
+        return worker
 
     def replace_spec(self, worker: Worker, spec: WorkerSpec) -> None:
         """New settings for a known worker; a new address or kind must pass a probe again."""

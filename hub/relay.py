@@ -8,10 +8,12 @@ half an event: it gets an OpenAI-style error event and ``[DONE]`` instead.
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 
+from hub.backends.base import StreamTranslator
 from hub.deadline import Deadline
 from hub.errors import HubError
 
@@ -39,7 +41,11 @@ def _event_end(chunk: bytes) -> int:
     return cut + 3 if cut >= 0 else 0
 
 
-async def relay_events(content: aiohttp.StreamReader, out: web.StreamResponse,
+class ByteSource(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+async def relay_events(content: ByteSource, out: web.StreamResponse,
                        first: bytes, deadline: Deadline) -> int:
     """Copy events until upstream EOF; returns the number of chunks relayed.
 
@@ -87,3 +93,37 @@ async def end_with_error(out: web.StreamResponse, error: HubError) -> None:
         await out.write_eof()
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         pass
+
+
+class TranslatedStream:
+    """Reads an upstream body through a translator (e.g. Ollama NDJSON -> SSE).
+
+    A translation failure looks like a broken upstream body (ClientPayloadError),
+    so the relay ends the stream the same way; events translated before it are
+    still delivered.
+    """
+
+    def __init__(self, content: aiohttp.StreamReader, translator: StreamTranslator) -> None:
+        self.content = content
+        self.translator = translator
+        self._eof = False
+        self._error: str | None = None
+
+    async def readany(self) -> bytes:
+        while True:
+            if self._error is not None:
+                raise aiohttp.ClientPayloadError(self._error)
+            if self._eof:
+                return b""
+            chunk = await self.content.readany()
+            try:
+                if chunk:
+                    out = self.translator.feed(chunk)
+                else:
+                    self._eof = True
+                    out = self.translator.close()
+            except Exception as exc:
+                self._error = str(exc) or type(exc).__name__
+                out = getattr(exc, "partial", b"")
+            if out:
+                return out

@@ -9,12 +9,28 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from hub.admission.limiter import Admission
+from hub.agents import AgentBook
+from hub.auth.keys import KeyRing
+from hub.auth.principal import Principal, require_scope
+from hub.auth.verifier import Verifier
 from hub.config import Config
 from hub.metrics import Metrics
 from hub.proxy import Proxy
 from hub.registry import Registry
 
 log = logging.getLogger("spokehub.runtime")
+
+# Who a request is when auth is off: one tenant, every scope.
+ANONYMOUS = Principal(sub="anonymous", tenant="default",
+                      scopes=frozenset({"infer", "admin", "agent"}), models=None)
+
+
+def build_verifier(config: Config) -> Verifier | None:
+    """Read the configured keys (files, env) into a fresh verifier; raises ConfigError."""
+    if not config.auth.enabled:
+        return None
+    return Verifier(config.auth, KeyRing.load(config.auth))
 
 
 class Hub:
@@ -24,7 +40,24 @@ class Hub:
         self.registry = Registry(config.workers, healthy_after=config.health.healthy_after,
                                  unhealthy_after=config.health.unhealthy_after)
         self.metrics = Metrics(self.registry)
+        self.agents = AgentBook(self.registry, config.agents)
+        self.admission = Admission(config.admission)
         self._proxy: Proxy | None = None
+        self.verifier = build_verifier(config)
+
+    def authorize(self, authorization: str | None, scope: str) -> Principal:
+        """The caller's principal, checked for ``scope``; raises a 401/403 HubError."""
+        verifier = self.verifier
+        if verifier is None:
+            return ANONYMOUS
+        principal = verifier.verify(authorization)
+        require_scope(principal, scope)
+        return principal
+
+    def authorize_path(self, path: str, authorization: str | None) -> None:
+        """Health and metrics endpoints: open if listed in ``auth.public_paths``, else admin."""
+        if path not in self.config.auth.public_paths:
+            self.authorize(authorization, "admin")
 
     @property
     def proxy(self) -> Proxy:
@@ -34,9 +67,14 @@ class Hub:
     @proxy.setter
     def proxy(self, proxy: Proxy) -> None:
         self._proxy = proxy
+        self.registry.on_remove.append(proxy.forget)
 
     def apply(self, new: Config) -> list[str]:
-        """Switch to ``new`` without touching in-flight requests; returns what changed."""
+        """Switch to ``new`` without touching in-flight requests; returns what changed.
+
+        Keys are read first: if that fails (ConfigError), nothing has changed.
+        """
+        verifier = build_verifier(new)  # always fresh: a rotated key file needs a new cache
         old = self.config
         changes: list[str] = []
         if new.listen != old.listen:
@@ -59,9 +97,14 @@ class Hub:
             elif worker.spec != spec:
                 self.registry.replace_spec(worker, spec)
                 changes.append(f"worker {name}: updated")
+        self.verifier = verifier
+        if new.admission != old.admission:
+            self.admission = Admission(new.admission)
+        self.agents.settings = new.agents
         self.registry.healthy_after = new.health.healthy_after
         self.registry.unhealthy_after = new.health.unhealthy_after
-        for section in ("auth", "routing", "health", "timeouts", "limits", "aliases"):
+        for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
+                        "aliases", "agents", "resilience"):
             if getattr(new, section) != getattr(old, section):
                 changes.append(f"{section}: updated")
         self.config = new

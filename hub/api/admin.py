@@ -36,14 +36,29 @@ def reload_config(hub: Hub) -> list[str]:
     return changes
 
 
-async def list_workers(request: web.Request) -> web.Response:
+def _admin(request: web.Request) -> Hub:
     hub = request.app[HUB]
-    return web.json_response({"workers": [worker_status(w) for w in hub.registry]})
+    hub.authorize(request.headers.get("Authorization"), "admin")
+    return hub
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    proxy = hub.proxy
+    workers = []
+    for w in hub.registry:
+        status = worker_status(w)
+        status["breaker"] = proxy.breakers.get(w.name).snapshot()
+        status["ejected_for_models"] = sorted(
+            model for model, detector in proxy.outliers.items() if detector.is_ejected(w.name))
+        workers.append(status)
+    return web.json_response({"workers": workers,
+                              "retry_budget": proxy.retry_budget.snapshot()})
 
 
 def _worker(request: web.Request) -> Worker:
     name = request.match_info["name"]
-    worker = request.app[HUB].registry.get(name)
+    worker = _admin(request).registry.get(name)
     if worker is None:
         raise NotFound(f"No worker named '{name}'")
     return worker
@@ -66,7 +81,7 @@ async def undrain(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     try:
-        changes = reload_config(request.app[HUB])
+        changes = reload_config(_admin(request))
     except ConfigError as exc:
         log.error("config reload rejected, keeping the old config: %s", exc)
         raise BadRequest(f"Config rejected, old config kept: {exc}") from None

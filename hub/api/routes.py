@@ -9,8 +9,11 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from hub.admission.caps import check_caps, requested_tokens
 from hub.api.admin import add_admin_routes
+from hub.api.agents import add_agent_routes
 from hub.api.body import parse_payload, read_body, with_model
+from hub.auth.principal import require_model
 from hub.call import Call
 from hub.errors import HubError
 from hub.keys import HUB
@@ -33,13 +36,26 @@ def _inference(route: str) -> Handler:
         loop = asyncio.get_running_loop()
         call = Call(request_id=_request_id(request), route=route, started=loop.time())
         try:
+            principal = hub.authorize(request.headers.get("Authorization"), "infer")
+            call.tenant = principal.tenant
             body = await read_body(request, config.limits.max_body_bytes)
             payload = parse_payload(route, body)
             model: str = payload["model"]
             target = config.aliases.get(model)
             call.model = target or model
-            call.body = with_model(payload, target) if target else body
+            require_model(principal, model)
+            if target:
+                require_model(principal, target)
             call.stream = payload.get("stream") is True
+            admission = hub.admission
+            limits = admission.limits_for(principal.tenant)
+            capped = check_caps(route, payload, limits.caps)
+            if capped is not None or target:
+                payload = capped or payload
+                body = with_model(payload, call.model)
+            call.body = body
+            if not limits.unlimited:
+                await admission.admit(principal.tenant, requested_tokens(payload))
             response = await hub.proxy.forward(request, call)
             if not call.status:
                 call.status = response.status
@@ -62,6 +78,7 @@ def _inference(route: str) -> Handler:
 
 async def list_models(request: web.Request) -> web.Response:
     hub = request.app[HUB]
+    hub.authorize(request.headers.get("Authorization"), "infer")
     registry, config = hub.registry, hub.config
     served = registry.known_models()
     data: list[dict[str, object]] = []
@@ -78,11 +95,14 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    request.app[HUB].authorize_path(request.path, request.headers.get("Authorization"))
     return web.json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    registry = request.app[HUB].registry
+    hub = request.app[HUB]
+    hub.authorize_path(request.path, request.headers.get("Authorization"))
+    registry = hub.registry
     up = sum(1 for w in registry if w.healthy)
     status = 200 if up else 503
     return web.json_response({"ready": bool(up), "healthy_workers": up,
@@ -90,7 +110,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[HUB].metrics.render()
+    hub = request.app[HUB]
+    hub.authorize_path(request.path, request.headers.get("Authorization"))
+    body = hub.metrics.render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -103,3 +125,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_admin_routes(app)
+    add_agent_routes(app)

@@ -9,6 +9,24 @@ from hub.config import WorkerSpec
 from hub.registry import ProbeResult
 
 
+class StreamTranslator(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+class Translator(Protocol):
+    """Speaks a worker's own API for one call: OpenAI body in, OpenAI answer out."""
+
+    path: str
+
+    def request(self, body: bytes) -> bytes: ...
+
+    def response(self, status: int, body: bytes) -> bytes: ...
+
+    def stream(self) -> StreamTranslator: ...
+
+
 class Backend(Protocol):
     kind: str
 
@@ -18,6 +36,10 @@ class Backend(Protocol):
 
     def request_headers(self, spec: WorkerSpec) -> dict[str, str]:
         """Extra headers for upstream requests (e.g. an API key)."""
+        ...
+
+    def translator(self, spec: WorkerSpec, route: str) -> Translator | None:
+        """None when the worker speaks the OpenAI API for ``route`` (bytes pass through)."""
         ...
 
     async def probe(self, session: aiohttp.ClientSession, spec: WorkerSpec,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from hub.backends.base import openai_model_ids
+from hub.backends.base import Translator, openai_model_ids
 from hub.config import WorkerSpec
 from hub.registry import ProbeResult
 
@@ -17,6 +17,9 @@ class LlamaCppBackend:
 
     def request_headers(self, spec: WorkerSpec) -> dict[str, str]:
         return {}
+
+    def translator(self, spec: WorkerSpec, route: str) -> Translator | None:
+        return None
 
     async def probe(self, session: aiohttp.ClientSession, spec: WorkerSpec,
                     timeout: aiohttp.ClientTimeout) -> ProbeResult:

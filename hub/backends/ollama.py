@@ -11,7 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from hub.backends.base import api_key_headers
+from hub.backends.base import Translator, api_key_headers
+from hub.backends.ollama_native import NativeChat
 from hub.config import WorkerSpec
 from hub.registry import ProbeResult
 
@@ -70,6 +71,11 @@ class OllamaBackend:
 
     def request_headers(self, spec: WorkerSpec) -> dict[str, str]:
         return api_key_headers(spec)
+
+    def translator(self, spec: WorkerSpec, route: str) -> Translator | None:
+        if spec.api == "native" and route == "/chat/completions":
+            return NativeChat()
+        return None
 
     async def probe(self, session: aiohttp.ClientSession, spec: WorkerSpec,
                     timeout: aiohttp.ClientTimeout) -> ProbeResult:

@@ -289,3 +289,26 @@ class NdjsonToSse:
         if self.include_usage:
             out += self._chunk(doc, [], usage=usage(doc))
         return out + DONE
+
+
+class NativeChat:
+    """The proxy's view of one native ``/api/chat`` call: request, answer and stream."""
+
+    path = "/api/chat"
+
+    def __init__(self) -> None:
+        self.include_usage = False
+
+    def request(self, body: bytes) -> bytes:
+        doc = json.loads(body)
+        opts = doc.get("stream_options")
+        self.include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        return json.dumps(chat_request(doc)).encode()
+
+    def response(self, status: int, body: bytes) -> bytes:
+        if status != 200:
+            return json.dumps(error_body(status, body)).encode()
+        return json.dumps(chat_completion(json.loads(body))).encode()
+
+    def stream(self) -> NdjsonToSse:
+        return NdjsonToSse(include_usage=self.include_usage)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import random
+
 from hub.routing.base import Policy
+from hub.routing.least_loaded import LeastLoaded
 from hub.routing.round_robin import RoundRobin
+from hub.routing.vram_weighted import VramWeighted, VramWeightedConfig
 
 
-def make_policy(name: str) -> Policy:
+def make_policy(name: str, *, rng: random.Random | None = None,
+                vram_weighted: VramWeightedConfig | None = None) -> Policy:
+    """Build the policy named in ``routing.policy``; ``rng`` seeds randomised policies."""
     if name == "round_robin":
         return RoundRobin()
+    if name == "vram_weighted":
+        return VramWeighted(vram_weighted)
+    if name == "least_loaded":
+        return LeastLoaded(rng)
     raise ValueError(f"unknown routing policy {name!r}")
 
 
-__all__ = ["Policy", "RoundRobin", "make_policy"]
+__all__ = ["LeastLoaded", "Policy", "RoundRobin", "VramWeighted", "VramWeightedConfig",
+           "make_policy"]

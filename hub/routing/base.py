@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from hub.registry import Worker
+if TYPE_CHECKING:
+    from hub.registry import Worker
 
 
 class Policy(Protocol):

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from hub.registry import Worker
+if TYPE_CHECKING:
+    from hub.registry import Worker
 
 
 class RoundRobin:

@@ -1,0 +1,1 @@
+"""Per-tenant admission control: rate limits, bounded queues, request caps."""

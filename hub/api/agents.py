@@ -1,0 +1,51 @@
+"""Agent endpoints: heartbeat (register/refresh workers) and deregistration."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from hub.api.body import read_body
+from hub.errors import InvalidJSON
+from hub.keys import HUB
+
+MAX_HEARTBEAT_BYTES = 256 * 1024
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    hub.authorize(request.headers.get("Authorization"), "agent")
+    body = await read_body(request, MAX_HEARTBEAT_BYTES)
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidJSON("Heartbeat body is not valid JSON") from None
+    result = hub.agents.heartbeat(doc)
+    interval = max(1.0, min(hub.config.agents.ttl_s / 3, 10.0))
+    return web.json_response({"accepted": result.accepted, "rejected": result.rejected,
+                              "interval_s": interval})
+
+
+async def deregister(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    hub.authorize(request.headers.get("Authorization"), "agent")
+    removed = hub.agents.deregister(request.match_info["agent_id"])
+    return web.json_response({"removed": removed})
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    hub.authorize(request.headers.get("Authorization"), "admin")
+    out = []
+    for agent_id, host in sorted(hub.agents.hosts.items()):
+        source = hub.agents.source(agent_id)
+        out.append({"agent_id": agent_id, "host": host,
+                    "workers": [w.name for w in hub.registry if w.source == source]})
+    return web.json_response({"agents": out})
+
+
+def add_agent_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/agents/heartbeat", heartbeat)
+    app.router.add_delete("/v1/agents/{agent_id}", deregister)
+    app.router.add_get("/admin/agents", list_agents)

@@ -1,0 +1,1 @@
+"""Bearer-token (JWT) authentication and per-tenant authorization."""
