@@ -25,8 +25,8 @@ def llama_pair(llama_bin: Path, logdir: Path) -> Iterator[tuple[LlamaWorker, Lla
     """Two real llama.cpp workers serving the same model name, shared by read-only tests."""
     tiny_model(0)
     tiny_model(1)
-    a = LlamaWorker("tiny", logdir, seed=0).start(wait=False)
-    b = LlamaWorker("tiny", logdir, seed=1).start(wait=False)
+    a = LlamaWorker("tiny", logdir, seed=0, embeddings=True).start(wait=False)
+    b = LlamaWorker("tiny", logdir, seed=1, embeddings=True).start(wait=False)
     try:
         for w in (a, b):
             w.start_wait()

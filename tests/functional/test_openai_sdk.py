@@ -68,6 +68,13 @@ async def test_async_client_stream_and_non_stream(hub: HubProcess) -> None:
         await aclient.close()
 
 
+def test_embeddings(hub: HubProcess) -> None:
+    resp = client(hub).embeddings.create(model="tiny", input=["first text", "second text"])
+    assert len(resp.data) == 2
+    assert len(resp.data[0].embedding) == 64  # the tiny model's width
+    assert resp.data[0].embedding != resp.data[1].embedding
+
+
 def test_models_list(hub: HubProcess) -> None:
     models = client(hub).models.list()
     ids = [m.id for m in models.data]

@@ -39,6 +39,9 @@ class LlamaWorker:
     slots: int = 2
     threads: int = 1
     ctx: int = 0  # total context; 0 = 512 per slot
+    # /v1/embeddings as well as generation (mean pooling). This llama.cpp build
+    # aborts at start-up with embeddings and an odd slot count, so it is opt-in.
+    embeddings: bool = False
     extra: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     proc: Proc | None = None
@@ -51,7 +54,9 @@ class LlamaWorker:
         argv = [str(llama_server_bin()), "-m", str(tiny_model(self.seed)),
                 "--host", "127.0.0.1", "--port", str(self.port), "--alias", self.alias,
                 "-c", str(self.ctx or 512 * self.slots), "-np", str(self.slots), "-t", str(self.threads),
-                "--slots", "--no-webui", "--embeddings", "--pooling", "mean", *self.extra]
+                "--slots", "--no-webui", *self.extra]
+        if self.embeddings:
+            argv += ["--embeddings", "--pooling", "mean"]
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = str(llama_server_bin().parent)
         self.proc = Proc(argv, self.log_dir / f"llama-{self.alias}-{self.port}.log", env)
