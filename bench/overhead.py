@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.tokens import bench_auth
 from tests.support.hubproc import HubProcess
 from tests.support.procs import ROOT, Proc, free_port, wait_http
 
@@ -53,14 +54,19 @@ def wrk(url: str, script: Path, conns: int, seconds: int) -> tuple[int, float, f
     return requests, rps, median_ms
 
 
-def stream_rate(port: int, path: str = "/v1/chat/completions") -> tuple[int, float]:
+def stream_rate(port: int, token: str = "") -> tuple[int, float]:
     body = BODY.replace('"max_tokens":1', '"stream":true').encode()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         start = time.perf_counter()
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\n{auth}"
+                     f"Content-Type: application/json\r\n"
                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
         data = bytearray()
-        while chunk := sock.recv(1 << 20):
+        while not data.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of a chunked body
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
             data += chunk
         elapsed = time.perf_counter() - start
     events = bytes(data).count(b"data: ") - 1  # minus [DONE]
@@ -85,9 +91,9 @@ def main() -> None:
                                      "workers": [{"name": "w0",
                                                   "url": f"http://127.0.0.1:{port}"}]}
         headers = ""
+        token = ""
         env: dict[str, str] = {}
         if args.auth:
-            from bench.tokens import bench_auth  # noqa: PLC0415 - optional part
             auth_cfg, token, env = bench_auth(tmp)
             config["auth"] = auth_cfg
             headers = f'wrk.headers["Authorization"] = "Bearer {token}"'
@@ -107,9 +113,9 @@ def main() -> None:
             print(f"hub CPU per request: {cpu / n * 1e6:.0f} us ({cpu:.2f} s CPU)")
             print(f"concurrency 1 median: direct {direct_c1:.3f} ms, via hub {hub_c1:.3f} ms, "
                   f"added {hub_c1 - direct_c1:.3f} ms")
-            stream_rate(hub.port)  # warm up
+            stream_rate(hub.port, token)  # warm up
             before = cpu_seconds(hub.proc.pid)
-            events, elapsed = stream_rate(hub.port)
+            events, elapsed = stream_rate(hub.port, token)
             cpu = cpu_seconds(hub.proc.pid) - before
             d_events, d_elapsed = stream_rate(port)
             print(f"SSE relay: {events} events in {elapsed:.3f}s = {events / elapsed:,.0f} "

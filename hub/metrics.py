@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -9,6 +11,7 @@ from prometheus_client.registry import Collector
 from hub.call import Call
 from hub.registry import Registry
 
+MAX_CACHED_CHILDREN = 10_000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -46,13 +49,28 @@ class Metrics:
         self.attempts = Counter("spokehub_upstream_attempts_total",
                                 "Upstream attempts, including failovers", registry=self.prom)
         self.prom.register(_WorkerCollector(registry))
+        self._request_children: dict[tuple[str, str, str, int], Any] = {}
+        self._route_children: dict[str, tuple[Any, Any]] = {}
 
     def observe(self, call: Call, seconds: float) -> None:
-        self.requests.labels(call.route, call.model or "-", call.worker or "-",
-                             str(call.status)).inc()
-        self.latency.labels(call.route).observe(seconds)
+        # Label children are cached: .labels() costs several microseconds per call.
+        # The model label is only taken from requests a worker served, so clients
+        # cannot blow up label cardinality with made-up model names.
+        key = (call.route, call.model if call.worker else "-", call.worker or "-", call.status)
+        child = self._request_children.get(key)
+        if child is None:
+            if len(self._request_children) >= MAX_CACHED_CHILDREN:
+                self._request_children.clear()
+            child = self.requests.labels(key[0], key[1], key[2], str(key[3]))
+            self._request_children[key] = child
+        child.inc()
+        hists = self._route_children.get(call.route)
+        if hists is None:
+            hists = (self.latency.labels(call.route), self.ttft.labels(call.route))
+            self._route_children[call.route] = hists
+        hists[0].observe(seconds)
         if call.ttft_s is not None:
-            self.ttft.labels(call.route).observe(call.ttft_s)
+            hists[1].observe(call.ttft_s)
         if call.attempts:
             self.attempts.inc(call.attempts)
         if call.error:

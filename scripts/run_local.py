@@ -119,20 +119,23 @@ def main() -> int:
     procs.append(hub)
     wait_ok(f"http://{host}:{port}/readyz", hub)
     print(f"""
-spokehub is up on http://{host}:{port} with {len(procs) - 1} llama.cpp workers (model "{MODEL_NAME}").
+spokehub is up on http://{host}:{port}
+with {len(procs) - 1} llama.cpp workers serving model "{MODEL_NAME}".
 Try it:
   curl -s http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "{MODEL_NAME}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
   curl -sN http://{host}:{port}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "{MODEL_NAME}", "stream": true, "messages": [{{"role": "user", "content": "Hi"}}]}}'
-  python -c 'import openai; c = openai.OpenAI(base_url="http://{host}:{port}/v1", api_key="x"); \\
-print(c.chat.completions.create(model="{MODEL_NAME}", messages=[{{"role": "user", "content": "Hi"}}]))'
+    -d '{{"model": "{MODEL_NAME}", "stream": true,
+         "messages": [{{"role": "user", "content": "Hi"}}]}}'
+  python -c 'import openai; c = openai.OpenAI(base_url="http://{host}:{port}/v1", \\
+api_key="x"); print(c.chat.completions.create(model="{MODEL_NAME}", \\
+messages=[{{"role": "user", "content": "Hi"}}]))'
 Workers: http://{host}:{port}/admin/workers   Metrics: http://{host}:{port}/metrics
 Press Ctrl-C to stop.""", flush=True)
     while True:
         for p in procs:
             if p.poll() is not None:
-                print(f"process {p.args[0]} exited with {p.returncode}; stopping", flush=True)
+                print(f"process {p.pid} exited with {p.returncode}; stopping", flush=True)
                 stop_all()
         time.sleep(1)
 

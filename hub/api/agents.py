@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from hub.api.body import read_body
-from hub.errors import InvalidJSON
+from hub.errors import InvalidJSON, NotFound
 from hub.keys import HUB
 
 MAX_HEARTBEAT_BYTES = 256 * 1024
@@ -16,13 +16,20 @@ MAX_HEARTBEAT_BYTES = 256 * 1024
 async def heartbeat(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     hub.authorize(request.headers.get("Authorization"), "agent")
+    if not hub.config.agents.enabled:
+        raise NotFound("Agent registration is disabled on this hub (agents.enabled: false)")
     body = await read_body(request, MAX_HEARTBEAT_BYTES)
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidJSON("Heartbeat body is not valid JSON") from None
     result = hub.agents.heartbeat(doc)
-    interval = max(1.0, min(hub.config.agents.ttl_s / 3, 10.0))
+    # The agent's own interval, but at least three heartbeats per TTL.
+    asked = doc.get("interval_s") if isinstance(doc, dict) else None
+    ceiling = max(1.0, hub.config.agents.ttl_s / 3)
+    interval = ceiling
+    if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > 0:
+        interval = min(max(float(asked), 1.0), ceiling)
     return web.json_response({"accepted": result.accepted, "rejected": result.rejected,
                               "interval_s": interval})
 

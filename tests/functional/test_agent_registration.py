@@ -89,6 +89,7 @@ def test_agent_cannot_take_static_or_foreign_workers(
     assert "url" in reasons["bad"]
     assert hub.workers()["a-w"]["url"] == "http://127.0.0.1:9"
     # malformed heartbeats are 400s, not crashes
+    bad: Any
     for bad in ([], {"agent_id": ""}, {"agent_id": "x", "workers": "no"},
                 {"agent_id": "x" * 100}):
         status, err = send(hub, "/v1/agents/heartbeat", bad)

@@ -1,4 +1,4 @@
-"""Every error the hub gives is OpenAI-shaped JSON with the right status, and never takes it down."""
+"""Every error is OpenAI-shaped JSON with the right status, and never takes the hub down."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 from tests.support.hubproc import FaultWorker, HubProcess
 from tests.support.llama import LlamaWorker
 
-CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
+CHAT: dict[str, Any] = {"model": "tiny", "messages": MESSAGES, "max_tokens": 2}
 
 
 def post(hub: HubProcess, path: str, body: bytes | str | dict[str, Any],
@@ -157,12 +158,12 @@ def test_unknown_route_and_method_are_json(hub: tuple[HubProcess, Any]) -> None:
 def test_sdk_sees_typed_errors_and_hub_survives(hub: tuple[HubProcess, Any]) -> None:
     c = openai.OpenAI(base_url=hub[0].base_url, api_key="x", max_retries=0, timeout=30)
     with pytest.raises(openai.InternalServerError) as err:
-        c.chat.completions.create(model="err-model", messages=CHAT["messages"])
+        c.chat.completions.create(model="err-model", messages=MESSAGES)
     assert err.value.status_code == 502
     with pytest.raises(openai.BadRequestError):
         c.chat.completions.create(model="tiny", messages=[])
     # after all of the above, good requests still work
-    ok = c.chat.completions.create(model="tiny", messages=CHAT["messages"], max_tokens=2)
+    ok = c.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)
     assert ok.choices
     assert hub[0].proc.alive()
     assert "Traceback" not in hub[0].proc.log()

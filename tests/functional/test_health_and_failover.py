@@ -11,6 +11,7 @@ import openai
 from tests.conftest import workers_config
 from tests.support.hubproc import HubProcess
 from tests.support.llama import LlamaWorker
+from tests.support.procs import http_status
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
@@ -89,6 +90,5 @@ def test_readyz_follows_worker_health(
     hub = make_hub(workers_config(a, health={"interval_s": 0.3, "timeout_s": 1}))
     assert hub.get_json("/readyz")["ready"] is True
     a.kill()
-    from tests.support.procs import http_status
     _wait(lambda: http_status(f"{hub.url}/readyz") == 503, timeout=5)
     assert http_status(f"{hub.url}/healthz") == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,4 +97,4 @@ def test_round_robin_alternates(hub: HubProcess) -> None:
                                                           max_tokens=1)
         served.append(raw.headers["x-spokehub-worker"])
     assert set(served) == {"w0", "w1"}
-    assert all(a != b for a, b in zip(served, served[1:], strict=False)), served
+    assert all(a != b for a, b in itertools.pairwise(served)), served

@@ -53,7 +53,8 @@ class LlamaWorker:
     def start(self, wait: bool = True) -> LlamaWorker:
         argv = [str(llama_server_bin()), "-m", str(tiny_model(self.seed)),
                 "--host", "127.0.0.1", "--port", str(self.port), "--alias", self.alias,
-                "-c", str(self.ctx or 512 * self.slots), "-np", str(self.slots), "-t", str(self.threads),
+                "-c", str(self.ctx or 512 * self.slots), "-np", str(self.slots),
+                "-t", str(self.threads),
                 "--slots", "--no-webui", *self.extra]
         if self.embeddings:
             argv += ["--embeddings", "--pooling", "mean"]

@@ -19,6 +19,9 @@ def test_defaults_and_example_config_parse() -> None:
     example = load_config(ROOT / "configs" / "example.yaml")
     assert example.routing.policy == "round_robin"
     assert len(example.workers) == 2
+    prod = load_config(ROOT / "configs" / "hub.example.yaml")
+    assert prod.auth.enabled and prod.routing.policy == "least_loaded"
+    assert prod.agents.state_file == "/var/lib/spokehub/agents.json"
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -46,6 +49,7 @@ def test_errors_name_the_key(raw: Any, message: str) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hub", *args], capture_output=True, text=True,
+                          check=False,
                           cwd=ROOT, timeout=60)
 
 

@@ -37,7 +37,7 @@ def _app(parts: list[bytes], fail: bool) -> web.Application:
         first = await up.readany()
         async with Deadline(5, 5) as dl:
             try:
-                await relay_events(up, out, first, dl)  # type: ignore[arg-type]
+                await relay_events(up, out, first, dl)
                 await out.write_eof()
             except aiohttp.ClientError:
                 await end_with_error(out, UpstreamError("worker failed mid-stream"))
