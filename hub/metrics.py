@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from hub.call import Call
 from hub.registry import Registry
+
+if TYPE_CHECKING:
+    from hub.proxy import Proxy
+
+BREAKER_STATE_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 MAX_CACHED_CHILDREN = 10_000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -18,23 +24,59 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class _WorkerCollector(Collector):
     """Reads worker state from the registry at scrape time: nothing to keep in sync."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, proxy: Callable[[], Proxy | None]) -> None:
         self.registry = registry
+        self.proxy = proxy
 
     def collect(self):  # type: ignore[no-untyped-def]
+        labels = ["worker"]
         up = GaugeMetricFamily("spokehub_worker_up", "1 if the worker passes health checks",
-                               labels=["worker"])
+                               labels=labels)
+        routable = GaugeMetricFamily("spokehub_worker_routable",
+                                     "1 if the worker takes new requests now", labels=labels)
+        draining = GaugeMetricFamily("spokehub_worker_draining", "1 while draining",
+                                     labels=labels)
         inflight = GaugeMetricFamily("spokehub_worker_in_flight",
-                                     "Requests in flight to the worker", labels=["worker"])
+                                     "Requests in flight to the worker", labels=labels)
+        slots_total = GaugeMetricFamily("spokehub_worker_slots_total",
+                                        "Slots the worker reports", labels=labels)
+        slots_busy = GaugeMetricFamily("spokehub_worker_slots_busy",
+                                       "Busy slots the worker reports", labels=labels)
+        vram = GaugeMetricFamily("spokehub_worker_vram_free_mb", "Free VRAM the agent reports",
+                                 labels=labels)
+        breaker = GaugeMetricFamily("spokehub_breaker_state",
+                                    "Circuit breaker: 0 closed, 1 half-open, 2 open",
+                                    labels=labels)
+        opened = CounterMetricFamily("spokehub_breaker_opened",
+                                     "Times the worker's breaker opened", labels=labels)
+        proxy = self.proxy()
         for w in self.registry:
-            up.add_metric([w.name], 1.0 if w.healthy else 0.0)
-            inflight.add_metric([w.name], float(w.in_flight))
-        yield up
-        yield inflight
+            name = [w.name]
+            up.add_metric(name, 1.0 if w.healthy else 0.0)
+            routable.add_metric(name, 1.0 if w.routable else 0.0)
+            draining.add_metric(name, 1.0 if w.draining else 0.0)
+            inflight.add_metric(name, float(w.in_flight))
+            if w.slots_total is not None:
+                slots_total.add_metric(name, float(w.slots_total))
+            if w.slots_busy is not None:
+                slots_busy.add_metric(name, float(w.slots_busy))
+            if w.vram_free_mb is not None:
+                vram.add_metric(name, w.vram_free_mb)
+            if proxy is not None:
+                b = proxy.breakers.get(w.name)
+                breaker.add_metric(name, BREAKER_STATE_VALUE.get(b.state.value, 0.0))
+                opened.add_metric(name, float(b.opened_count))
+        yield from (up, routable, draining, inflight, slots_total, slots_busy, vram, breaker,
+                    opened)
+        if proxy is not None:
+            yield GaugeMetricFamily("spokehub_capacity_queue_length",
+                                    "Requests waiting in the hub for a worker with room",
+                                    value=float(len(proxy.capacity)))
 
 
 class Metrics:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry,
+                 proxy: Callable[[], Proxy | None] = lambda: None) -> None:
         self.prom = CollectorRegistry(auto_describe=True)
         self.requests = Counter("spokehub_requests_total",
                                 "Requests by route, model, worker, status",
@@ -48,7 +90,7 @@ class Metrics:
                               ["route"], buckets=LATENCY_BUCKETS, registry=self.prom)
         self.attempts = Counter("spokehub_upstream_attempts_total",
                                 "Upstream attempts, including failovers", registry=self.prom)
-        self.prom.register(_WorkerCollector(registry))
+        self.prom.register(_WorkerCollector(registry, proxy))
         self._request_children: dict[tuple[str, str, str, int], Any] = {}
         self._route_children: dict[str, tuple[Any, Any]] = {}
 

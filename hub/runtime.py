@@ -39,10 +39,10 @@ class Hub:
         self.config_path = config_path
         self.registry = Registry(config.workers, healthy_after=config.health.healthy_after,
                                  unhealthy_after=config.health.unhealthy_after)
-        self.metrics = Metrics(self.registry)
+        self._proxy: Proxy | None = None
+        self.metrics = Metrics(self.registry, lambda: self._proxy)
         self.agents = AgentBook(self.registry, config.agents)
         self.admission = Admission(config.admission)
-        self._proxy: Proxy | None = None
         self.verifier = build_verifier(config)
 
     def authorize(self, authorization: str | None, scope: str) -> Principal:

@@ -12,9 +12,13 @@ from aiohttp import web
 from hub.api.admin import reload_config
 from hub.app import build_app
 from hub.config import Config, ConfigError
+from hub.conn_guard import ConnectionGuard
 from hub.keys import HUB
 
 log = logging.getLogger("spokehub")
+
+KEEPALIVE_S = 75.0
+HEADER_TIMEOUT_S = 10.0  # a new connection must send a complete request head by then
 
 
 def _on_sighup(app: web.Application) -> None:
@@ -27,9 +31,16 @@ def _on_sighup(app: web.Application) -> None:
 async def serve(config: Config, config_path: str | None = None) -> None:
     app = build_app(config, config_path)
     # shutdown_timeout: how long in-flight requests and streams may run after SIGTERM.
+    # keepalive_timeout: idle client connections (aiohttp's default is an hour).
+    # auto_decompress off: a compressed body is not JSON to us (400), never a zip bomb.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=config.shutdown_grace_s)
+                           shutdown_timeout=config.shutdown_grace_s,
+                           keepalive_timeout=KEEPALIVE_S, auto_decompress=False,
+                           max_line_size=16384, max_field_size=16384, max_headers=128)
     await runner.setup()
+    assert runner.server is not None
+    guard = ConnectionGuard(runner.server, HEADER_TIMEOUT_S)
+    guard_task = asyncio.create_task(guard.run(), name="spokehub-connection-guard")
     site = web.TCPSite(runner, config.listen.host, config.listen.port, backlog=1024,
                        reuse_address=True)
     await site.start()
@@ -48,6 +59,7 @@ async def serve(config: Config, config_path: str | None = None) -> None:
         in_flight = sum(w.in_flight for w in hub.registry)
         log.warning("spokehub shutting down: no new connections, waiting up to %.0fs for "
                     "%d in-flight requests", hub.config.shutdown_grace_s, in_flight)
+        guard_task.cancel()
         await runner.cleanup()
         log.warning("spokehub stopped")
 
