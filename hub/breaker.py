@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from types import TracebackType
 
+from hub.confkit import ConfigError, Section
+
 Clock = Callable[[], float]
 
 
@@ -317,10 +319,8 @@ def _bind_name(hook: Callable[[str, State, State], None], name: str) -> Transiti
 
 def parse_breaker(raw: object, path: str) -> BreakerConfig:
     """Parse the ``breaker`` mapping (None means all defaults); errors name the key."""
-    # hub.config imports the config type above; importing it back at call time avoids a cycle.
-    from hub.config import ConfigError, _Section  # noqa: PLC0415
 
-    s = _Section(raw, path)
+    s = Section(raw, path)
     d = BreakerConfig()
     cfg = BreakerConfig(
         consecutive_failures=s.integer("consecutive_failures", d.consecutive_failures, lo=0),

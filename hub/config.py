@@ -6,12 +6,10 @@ operator can fix the file without reading a traceback.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -19,17 +17,32 @@ import yaml
 from hub.admission.limiter import AdmissionConfig, parse_admission
 from hub.auth.config import AuthConfig, parse_auth
 from hub.breaker import BreakerConfig, parse_breaker
+from hub.confkit import ConfigError, Section
 from hub.outlier import OutlierConfig, parse_outlier
 from hub.retry_budget import RetryBudgetConfig, parse_retry_budget
 from hub.routing.vram_weighted import VramWeightedConfig, parse_vram_weighted
 
+__all__ = [
+    "ROUTING_POLICIES",
+    "WORKER_KINDS",
+    "Agents",
+    "Config",
+    "ConfigError",
+    "Health",
+    "Limits",
+    "Listen",
+    "Resilience",
+    "Routing",
+    "Timeouts",
+    "WorkerSpec",
+    "load_config",
+    "parse_config",
+    "parse_worker",
+]
+
 WORKER_KINDS = ("llamacpp", "openai", "ollama")
 ROUTING_POLICIES = ("round_robin", "vram_weighted", "least_loaded")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,95 +126,14 @@ class Config:
     shutdown_grace_s: float = 30.0
 
 
-class _Section:
-    """Typed, key-checked access to one mapping of the YAML document."""
 
-    def __init__(self, data: object, path: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path or 'config'}: must be a mapping")
-        self.data: dict[str, Any] = data
-        self.path = path
-        self.seen: set[str] = set()
-
-    def key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str) -> Any:
-        self.seen.add(key)
-        return self.data.get(key)
-
-    def text(self, key: str, default: str | None = None, *, required: bool = False,
-            choices: tuple[str, ...] | None = None) -> Any:
-        value = self.get(key)
-        if value is None:
-            if required:
-                raise ConfigError(f"{self.key(key)}: is required")
-            return default
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{self.key(key)}: must be a non-empty string")
-        if choices and value not in choices:
-            raise ConfigError(f"{self.key(key)}: must be one of {', '.join(choices)}, "
-                              f"got {value!r}")
-        return value
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self.key(key)}: must be true or false")
-        return value
-
-    def integer(self, key: str, default: int, *, lo: int = 0, hi: int | None = None) -> int:
-        value = self.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{self.key(key)}: must be an integer")
-        if value < lo or (hi is not None and value > hi):
-            bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-            raise ConfigError(f"{self.key(key)}: must be {bound}, got {value}")
-        return value
-
-    def number(self, key: str, default: float, *, lo: float = 0.0,
-              exclusive_lo: bool = True) -> float:
-        value = self.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{self.key(key)}: must be a number")
-        value = float(value)
-        if not math.isfinite(value) or value < lo or (exclusive_lo and value == lo):
-            op = ">" if exclusive_lo else ">="
-            raise ConfigError(f"{self.key(key)}: must be {op} {lo}, got {value}")
-        return value
-
-    def section(self, key: str) -> _Section:
-        return _Section(self.get(key), self.key(key))
-
-    def items(self, key: str) -> list[Any]:
-        value = self.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise ConfigError(f"{self.key(key)}: must be a list")
-        return value
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
-
-
-def _listen(s: _Section) -> Listen:
+def _listen(s: Section) -> Listen:
     out = Listen(host=s.text("host", "127.0.0.1"), port=s.integer("port", 8080, lo=0, hi=65535))
     s.done()
     return out
 
 
-def _routing(s: _Section) -> Routing:
+def _routing(s: Section) -> Routing:
     out = Routing(policy=s.text("policy", "round_robin", choices=ROUTING_POLICIES),
                   max_attempts=s.integer("max_attempts", 3, lo=1, hi=10),
                   vram_weighted=parse_vram_weighted(s.get("vram_weighted"),
@@ -210,7 +142,7 @@ def _routing(s: _Section) -> Routing:
     return out
 
 
-def _resilience(s: _Section) -> Resilience:
+def _resilience(s: Section) -> Resilience:
     out = Resilience(breaker=parse_breaker(s.get("breaker"), s.key("breaker")),
                      outlier=parse_outlier(s.get("outlier"), s.key("outlier")),
                      retry_budget=parse_retry_budget(s.get("retry_budget"),
@@ -219,7 +151,7 @@ def _resilience(s: _Section) -> Resilience:
     return out
 
 
-def _health(s: _Section) -> Health:
+def _health(s: Section) -> Health:
     out = Health(interval_s=s.number("interval_s", 5.0),
                  timeout_s=s.number("timeout_s", 2.0),
                  unhealthy_after=s.integer("unhealthy_after", 1, lo=1),
@@ -228,7 +160,7 @@ def _health(s: _Section) -> Health:
     return out
 
 
-def _timeouts(s: _Section) -> Timeouts:
+def _timeouts(s: Section) -> Timeouts:
     d = Timeouts()
     out = Timeouts(connect_s=s.number("connect_s", d.connect_s),
                    first_byte_s=s.number("first_byte_s", d.first_byte_s),
@@ -238,13 +170,13 @@ def _timeouts(s: _Section) -> Timeouts:
     return out
 
 
-def _limits(s: _Section) -> Limits:
+def _limits(s: Section) -> Limits:
     out = Limits(max_body_bytes=s.integer("max_body_bytes", 1 << 20, lo=1024))
     s.done()
     return out
 
 
-def _agents(s: _Section) -> Agents:
+def _agents(s: Section) -> Agents:
     out = Agents(enabled=s.flag("enabled", True),
                  ttl_s=s.number("ttl_s", 15.0),
                  remove_after_s=s.number("remove_after_s", 600.0),
@@ -267,7 +199,7 @@ def _check_url(url: str, key: str) -> str:
 
 
 def parse_worker(raw: object, path: str) -> WorkerSpec:
-    s = _Section(raw, path)
+    s = Section(raw, path)
     name = s.text("name", required=True)
     if not _NAME_RE.match(name):
         raise ConfigError(f"{path}.name: use letters, digits and _.:- (max 63), got {name!r}")
@@ -290,7 +222,7 @@ def parse_worker(raw: object, path: str) -> WorkerSpec:
 
 
 def parse_config(raw: object) -> Config:
-    root = _Section(raw, "")
+    root = Section(raw, "")
     workers: list[WorkerSpec] = []
     names: set[str] = set()
     for i, w in enumerate(root.items("workers")):

@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
+from hub.confkit import ConfigError, Section
+
 Clock = Callable[[], float]
 
 
@@ -168,10 +170,8 @@ class OutlierDetector:
 
 def parse_outlier(raw: object, path: str) -> OutlierConfig:
     """Parse the ``outlier`` mapping (None means all defaults); errors name the key."""
-    # hub.config imports the config type above; importing it back at call time avoids a cycle.
-    from hub.config import ConfigError, _Section  # noqa: PLC0415
 
-    s = _Section(raw, path)
+    s = Section(raw, path)
     d = OutlierConfig()
     cfg = OutlierConfig(
         factor=s.number("factor", d.factor, lo=1.0),

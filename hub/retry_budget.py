@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hub.confkit import ConfigError, Section
+
 Clock = Callable[[], float]
 _EPSILON = 1e-9  # keeps 0.2 * 5 requests worth exactly one retry despite float rounding
 
@@ -80,10 +82,8 @@ class RetryBudget:
 
 def parse_retry_budget(raw: object, path: str) -> RetryBudgetConfig:
     """Parse the ``retry_budget`` mapping (None means all defaults); errors name the key."""
-    # hub.config imports the config type above; importing it back at call time avoids a cycle.
-    from hub.config import ConfigError, _Section  # noqa: PLC0415
 
-    s = _Section(raw, path)
+    s = Section(raw, path)
     d = RetryBudgetConfig()
     cfg = RetryBudgetConfig(
         ratio=s.number("ratio", d.ratio, exclusive_lo=False),

@@ -1,5 +1,4 @@
-"""Per-tenant admission (rate limits with a short bounded queue) and the
-per-worker concurrency gate.
+"""Per-tenant admission: rate limits with a short bounded queue.
 
 Config schema (every key optional; an absent ``admission:`` admits everything)::
 
@@ -35,14 +34,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hub.admission.caps import Caps
 from hub.admission.token_bucket import TokenBucket
+from hub.confkit import ConfigError, Section
 from hub.errors import AdmissionRejected
-
-if TYPE_CHECKING:
-    from hub.config import _Section
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +194,8 @@ _NULLABLE = ("requests_per_s", "burst", "tokens_per_min", "max_messages",
 _TENANT_KEYS = (*_NULLABLE, "max_queue", "queue_timeout_s")
 
 
-def _layer(s: _Section) -> dict[str, Any]:
+def _layer(s: Section) -> dict[str, Any]:
     """The limits a section sets explicitly (None = explicitly unlimited)."""
-    from hub.config import ConfigError  # noqa: PLC0415
 
     out: dict[str, Any] = {}
     for key in _TENANT_KEYS:
@@ -243,9 +239,8 @@ def _limits(layer: dict[str, Any]) -> TenantLimits:
 
 def parse_admission(raw: object, path: str = "admission") -> AdmissionConfig:
     """Check the ``admission:`` mapping; raises hub.config.ConfigError naming the key."""
-    from hub.config import ConfigError, _Section  # noqa: PLC0415
 
-    s = _Section(raw, path)
+    s = Section(raw, path)
     base = _layer(s)
     if base.get("burst") is not None and base.get("requests_per_s") is None:
         raise ConfigError(f"{path}.burst: needs {path}.requests_per_s")
@@ -255,7 +250,7 @@ def parse_admission(raw: object, path: str = "admission") -> AdmissionConfig:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{path}.tenants: tenant names must be non-empty strings, "
                               f"got {name!r}")
-        tsec = _Section(body, f"{path}.tenants.{name}")
+        tsec = Section(body, f"{path}.tenants.{name}")
         layer = _layer(tsec)
         tsec.done()
         merged = {**base, **layer}

@@ -13,6 +13,7 @@ from hub.admission.caps import check_caps, requested_tokens
 from hub.api.admin import add_admin_routes
 from hub.api.agents import add_agent_routes
 from hub.api.body import parse_payload, read_body, with_model
+from hub.api.status import add_status_routes
 from hub.auth.principal import require_model
 from hub.call import Call
 from hub.errors import HubError
@@ -126,3 +127,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     add_admin_routes(app)
     add_agent_routes(app)
+    add_status_routes(app)

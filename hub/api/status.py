@@ -94,7 +94,7 @@ def add_status_routes(app: web.Application) -> None:
         name = request.match_info["name"]
         asset = assets.get(name)
         if asset is None or name == PAGE:
-            raise NotFound(f"No static file named '{name}'")
+            raise NotFound("No such static file")
         fresh = request.query.get("v") == asset.version
         return _respond(request, asset, IMMUTABLE if fresh else REVALIDATE)
 

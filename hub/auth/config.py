@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from hub.config import _Section
+from hub.confkit import ConfigError, Section
 
 # hub.config embeds AuthConfig, so this module must import without hub.config:
 # the parsers below import it when called.
@@ -98,9 +96,8 @@ class AuthConfig:
 
 
 def _parse_key(raw: object, path: str) -> KeySpec:
-    from hub.config import ConfigError, _Section  # noqa: PLC0415
 
-    s = _Section(raw, path)
+    s = Section(raw, path)
     for name, why in _INLINE.items():
         if name in s.data:
             raise ConfigError(f"{path}.{name}: {why}")
@@ -138,8 +135,7 @@ def _parse_key(raw: object, path: str) -> KeySpec:
     return spec
 
 
-def _public_paths(s: _Section) -> tuple[str, ...]:
-    from hub.config import ConfigError  # noqa: PLC0415
+def _public_paths(s: Section) -> tuple[str, ...]:
 
     if s.get("public_paths") is None:
         return DEFAULT_PUBLIC_PATHS
@@ -154,9 +150,8 @@ def _public_paths(s: _Section) -> tuple[str, ...]:
 
 def parse_auth(raw: object, path: str = "auth") -> AuthConfig:
     """Check the ``auth:`` mapping; raises hub.config.ConfigError naming the key."""
-    from hub.config import ConfigError, _Section  # noqa: PLC0415
 
-    s = _Section(raw, path)
+    s = Section(raw, path)
     leeway = s.number("leeway_s", 30.0, lo=0.0, exclusive_lo=False)
     if leeway > 3600:
         raise ConfigError(f"{path}.leeway_s: must be <= 3600, got {leeway}")

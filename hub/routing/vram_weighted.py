@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hub.confkit import Section
 from hub.routing import load
 
 if TYPE_CHECKING:
@@ -78,10 +79,8 @@ class VramWeighted:
 
 def parse_vram_weighted(raw: object, path: str) -> VramWeightedConfig:
     """Parse ``routing.vram_weighted`` (None means all defaults); errors name the key."""
-    # hub.config imports the config type above; importing it back at call time avoids a cycle.
-    from hub.config import _Section  # noqa: PLC0415
 
-    s = _Section(raw, path)
+    s = Section(raw, path)
     d = VramWeightedConfig()
     cfg = VramWeightedConfig(
         default_weight_mb=s.number("default_weight_mb", d.default_weight_mb),

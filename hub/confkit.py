@@ -1,0 +1,98 @@
+"""Typed, key-checked reading of parsed YAML mappings, shared by every config section.
+
+Each section of the hub config (auth, admission, resilience, ...) is parsed by the
+module that owns it, with a :class:`Section`: values come out typed, bounds are
+checked, unknown keys are errors, and every message names the full key
+(``resilience.breaker.cooldown_s: must be > 0``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class Section:
+    """Typed, key-checked access to one mapping of the YAML document."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or 'config'}: must be a mapping")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def text(self, key: str, default: str | None = None, *, required: bool = False,
+            choices: tuple[str, ...] | None = None) -> Any:
+        value = self.get(key)
+        if value is None:
+            if required:
+                raise ConfigError(f"{self.key(key)}: is required")
+            return default
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self.key(key)}: must be a non-empty string")
+        if choices and value not in choices:
+            raise ConfigError(f"{self.key(key)}: must be one of {', '.join(choices)}, "
+                              f"got {value!r}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(key)}: must be true or false")
+        return value
+
+    def integer(self, key: str, default: int, *, lo: int = 0, hi: int | None = None) -> int:
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self.key(key)}: must be an integer")
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{self.key(key)}: must be {bound}, got {value}")
+        return value
+
+    def number(self, key: str, default: float, *, lo: float = 0.0,
+              exclusive_lo: bool = True) -> float:
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self.key(key)}: must be a number")
+        value = float(value)
+        if not math.isfinite(value) or value < lo or (exclusive_lo and value == lo):
+            op = ">" if exclusive_lo else ">="
+            raise ConfigError(f"{self.key(key)}: must be {op} {lo}, got {value}")
+        return value
+
+    def section(self, key: str) -> Section:
+        return Section(self.get(key), self.key(key))
+
+    def items(self, key: str) -> list[Any]:
+        value = self.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ConfigError(f"{self.key(key)}: must be a list")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
