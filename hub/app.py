@@ -16,18 +16,21 @@ from hub.keys import HUB, UPSTREAM
 from hub.prober import Prober
 from hub.proxy import Proxy
 from hub.runtime import Hub
+from hub.upstream import Pool
 
 
 async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One pooled client session for all workers (keep-alive per worker)."""
+    """Upstream connections: the hot path's own keep-alive pool; aiohttp for probes."""
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30,
                                      enable_cleanup_closed=False)
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                     skip_auto_headers=("User-Agent",))
     app[UPSTREAM] = session
     hub = app[HUB]
-    hub.proxy = Proxy(hub.registry, session, hub.config)
+    pool = Pool()
+    hub.proxy = Proxy(hub.registry, pool, hub.config)
     yield
+    pool.close()
     await session.close()
 
 

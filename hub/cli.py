@@ -10,6 +10,7 @@ from hub.auth.keys import KeyRing
 from hub.config import ConfigError, load_config
 from hub.logs import setup_logging
 from hub.server import run
+from hub.workers_cli import add_workers_commands
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="path to the YAML config")
     p.set_defaults(func=_cmd_check_config)
     add_token_commands(sub)
+    add_workers_commands(sub)
     return ap
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 
 from hub.backends import backend_for
@@ -34,6 +33,12 @@ from hub.registry import Registry, Worker
 from hub.relay import ByteSource, ClientGone, TranslatedStream, end_with_error, relay_events
 from hub.retry_budget import RetryBudget
 from hub.routing import Policy, make_policy
+from hub.upstream import (
+    Pool,
+    Response,
+    UpstreamConnectFailed,
+    UpstreamTransportError,
+)
 
 log = logging.getLogger("spokehub.proxy")
 
@@ -49,10 +54,10 @@ class _Retry(Exception):
 
 
 class Proxy:
-    def __init__(self, registry: Registry, session: aiohttp.ClientSession,
+    def __init__(self, registry: Registry, pool: Pool,
                  config: Config) -> None:
         self.registry = registry
-        self.session = session
+        self.pool = pool
         self.policy: Policy = make_policy(config.routing.policy,
                                           vram_weighted=config.routing.vram_weighted)
         self._routing = config.routing
@@ -84,9 +89,6 @@ class Proxy:
         self.capacity.timeout_s = adm.worker_queue_timeout_s
         self.timeouts: Timeouts = config.timeouts
         self.max_attempts = config.routing.max_attempts
-        # connect is bounded by aiohttp; first byte / idle / total by our Deadline.
-        self._client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=config.timeouts.connect_s, sock_read=None)
 
     def pick(self, model: str, tried: list[Worker]) -> Worker | None:
         breakers = self.breakers
@@ -184,24 +186,23 @@ class Proxy:
                 raise BadRequest(f"Cannot send this request to worker {worker.name}: {exc}",
                                  ) from None
         out: web.StreamResponse | None = None
-        up: aiohttp.ClientResponse | None = None
+        up: Response | None = None
         t = self.timeouts
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
             with worker.in_flight_slot():
                 async with Deadline(t.first_byte_s, t.total_s) as deadline:
-                    up = await self.session.post(url, data=body, headers=headers,
-                                                 timeout=self._client_timeout)
+                    up = await self.pool.request("POST", url, headers, body, t.connect_s)
                     if up.status in RETRYABLE_STATUS:
                         permit.record(outcome_for_status(up.status))  # 429: not a fault
-                        await up.content.read(MAX_ERROR_BODY)
+                        await up.read(MAX_ERROR_BODY)
                         raise _Retry(UpstreamError(f"worker answered HTTP {up.status}"))
                     if not call.stream or up.status != 200:
                         answer = await up.read()
                         call.ttft_s = loop.time() - start
                         worker.observe_latency(call.ttft_s)
-                        content_type = up.headers.get("Content-Type", "application/json")
+                        content_type = up.header("Content-Type", "application/json")
                         if translator is not None:
                             try:
                                 answer = translator.response(up.status, answer)
@@ -215,9 +216,9 @@ class Proxy:
                             "Content-Type": content_type,
                             "X-Request-ID": call.request_id,
                             "X-Spokehub-Worker": worker.name})
-                    content: ByteSource = up.content
+                    content: ByteSource = up
                     if translator is not None:
-                        content = TranslatedStream(up.content, translator.stream())
+                        content = TranslatedStream(up, translator.stream())
                     first = await content.readany()
                     permit.record(Outcome.SUCCESS if first else Outcome.FAILURE)
                     if not first:
@@ -227,7 +228,7 @@ class Proxy:
                     deadline.set_phase("next chunk", t.idle_s)
                     out = web.StreamResponse(status=200, headers={
                         "Content-Type": "text/event-stream" if translator else
-                        up.headers.get("Content-Type", "text/event-stream"),
+                        up.header("Content-Type", "text/event-stream"),
                         "Cache-Control": "no-cache",
                         "X-Accel-Buffering": "no",
                         "X-Request-ID": call.request_id,
@@ -241,12 +242,12 @@ class Proxy:
             call.error = "client_disconnected"
             assert out is not None
             return out
-        except aiohttp.ClientConnectorError as exc:
+        except UpstreamConnectFailed as exc:
             permit.record(Outcome.FAILURE)
             self.registry.mark_unreachable(worker, f"connect: {exc.os_error or exc}")
             raise _Retry(UpstreamConnectError(
                 f"Could not connect to worker {worker.name}")) from exc
-        except (aiohttp.ClientError, UpstreamTimeout) as exc:
+        except (UpstreamTransportError, UpstreamTimeout) as exc:
             err: HubError = exc if isinstance(exc, UpstreamTimeout) else UpstreamError(
                 f"Worker {worker.name} failed: {type(exc).__name__}")
             permit.record(Outcome.FAILURE)  # no-op mid-stream: the first byte counted
@@ -260,7 +261,7 @@ class Proxy:
             if up is not None:
                 # An unfinished body closes the connection, so the worker sees the
                 # disconnect and frees its slot; a finished one goes back to the pool.
-                if up.content.is_eof():
+                if up.is_eof():
                     up.release()
                 else:
                     up.close()

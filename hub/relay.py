@@ -16,6 +16,7 @@ from aiohttp import web
 from hub.backends.base import StreamTranslator
 from hub.deadline import Deadline
 from hub.errors import HubError
+from hub.upstream.errors import UpstreamBodyError
 
 DONE = b"data: [DONE]\n\n"
 MAX_PENDING = 256 * 1024  # an upstream that never ends events still gets relayed
@@ -49,7 +50,7 @@ async def relay_events(content: ByteSource, out: web.StreamResponse,
                        first: bytes, deadline: Deadline) -> int:
     """Copy events until upstream EOF; returns the number of chunks relayed.
 
-    Upstream errors (``aiohttp.ClientError``) propagate to the caller, which ends
+    Upstream errors (``UpstreamTransportError``) propagate to the caller, which ends
     the client stream with :func:`end_with_error`; a dead client raises ClientGone.
     """
     pending = b""
@@ -98,12 +99,12 @@ async def end_with_error(out: web.StreamResponse, error: HubError) -> None:
 class TranslatedStream:
     """Reads an upstream body through a translator (e.g. Ollama NDJSON -> SSE).
 
-    A translation failure looks like a broken upstream body (ClientPayloadError),
+    A translation failure looks like a broken upstream body (UpstreamBodyError),
     so the relay ends the stream the same way; events translated before it are
     still delivered.
     """
 
-    def __init__(self, content: aiohttp.StreamReader, translator: StreamTranslator) -> None:
+    def __init__(self, content: ByteSource, translator: StreamTranslator) -> None:
         self.content = content
         self.translator = translator
         self._eof = False
@@ -112,7 +113,7 @@ class TranslatedStream:
     async def readany(self) -> bytes:
         while True:
             if self._error is not None:
-                raise aiohttp.ClientPayloadError(self._error)
+                raise UpstreamBodyError(self._error)
             if self._eof:
                 return b""
             chunk = await self.content.readany()

@@ -31,6 +31,7 @@ const ui = {
   draining: byId("total-draining"),
   breakers: byId("total-breakers"),
   budget: byId("total-budget"),
+  totals: byId("totals"),
 };
 
 let timer = null;
@@ -221,6 +222,7 @@ function makeRow() {
     tr.append(td);
   }
   const actions = document.createElement("td");
+  actions.className = "actions";
   const button = document.createElement("button");
   button.type = "button";
   actions.append(button);
@@ -299,14 +301,16 @@ function render(data) {
       rows.delete(name);
     }
   }
+  ui.empty.textContent = "No workers are registered with this hub.";
   ui.empty.hidden = workers.length > 0;
   renderTotals(workers, data && data.retry_budget);
 }
 
-function clearFleet() {
+function clearFleet(why) {
   for (const row of rows.values()) row.tr.remove();
   rows.clear();
-  ui.empty.hidden = true;
+  ui.empty.textContent = why;
+  ui.empty.hidden = false;
   for (const dd of [ui.healthy, ui.inflight, ui.draining, ui.breakers, ui.budget]) {
     fill(dd, [["\u2013"]]);
   }
@@ -317,14 +321,12 @@ function markFresh(now) {
   ui.updatedTime.textContent = clock(now);
   ui.updatedTime.dateTime = now.toISOString();
   ui.updatedNote.textContent = `(refreshes every ${REFRESH_MS / 1000} s)`;
-  ui.updated.classList.remove("stale");
-  ui.table.classList.remove("stale");
+  for (const node of [ui.updated, ui.table, ui.totals]) node.classList.remove("stale");
 }
 
 function markStale(note) {
   ui.updatedNote.textContent = note;
-  ui.updated.classList.add("stale");
-  ui.table.classList.add("stale");
+  for (const node of [ui.updated, ui.table, ui.totals]) node.classList.add("stale");
 }
 
 // state: "open" (no token needed), "token" (stored token works), "needed" (prompt)
@@ -363,7 +365,7 @@ function authFailed(status, message) {
     showBanner("Admin token required (HTTP 401).",
       "This hub has authentication on. Enter an admin token to see the fleet.");
   }
-  clearFleet();
+  clearFleet("No fleet data: this needs a valid admin token.");
   markStale("(paused until a valid admin token is entered)");
   setAuthState("needed");
 }
@@ -468,7 +470,7 @@ ui.form.addEventListener("submit", (event) => {
 
 ui.forget.addEventListener("click", () => {
   forgetToken();
-  clearFleet();
+  clearFleet("Token forgotten.");
   ui.notice.hidden = true;
   refresh();
 });

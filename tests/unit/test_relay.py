@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -13,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hub.deadline import Deadline
 from hub.errors import UpstreamError
 from hub.relay import end_with_error, relay_events
+from hub.upstream import UpstreamBodyError, UpstreamTransportError
 
 
 class _Upstream:
@@ -25,7 +25,7 @@ class _Upstream:
         if self.parts:
             return self.parts.pop(0)
         if self.fail:
-            raise aiohttp.ClientPayloadError("upstream died")
+            raise UpstreamBodyError("upstream died")
         return b""
 
 
@@ -39,7 +39,7 @@ def _app(parts: list[bytes], fail: bool) -> web.Application:
             try:
                 await relay_events(up, out, first, dl)
                 await out.write_eof()
-            except aiohttp.ClientError:
+            except UpstreamTransportError:
                 await end_with_error(out, UpstreamError("worker failed mid-stream"))
         return out
 
