@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 start=$(date +%s)
-SPOKEHUB_APT_EXTRA="${SPOKEHUB_APT_EXTRA:-systemd}" bash scripts/setup.sh
+SPOKEHUB_APT_EXTRA="${SPOKEHUB_APT_EXTRA:-systemd chromium fonts-dejavu-core wrk}" bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"

@@ -339,12 +339,10 @@ function setAuthState(state) {
   } else {
     ui.auth.hidden = true;
   }
-  if (state === "open" && !hasToken) {
+  if (hasToken) {
+    ui.tokenStateText.textContent = "Using the admin token stored in this tab.";
+  } else if (state === "open") {
     ui.tokenStateText.textContent = "No token needed: authentication is off on this hub.";
-  } else if (hasToken) {
-    ui.tokenStateText.textContent = state === "token"
-      ? "Using the admin token stored in this tab."
-      : "A token is stored in this tab.";
   } else {
     ui.tokenStateText.textContent = "No token entered.";
   }
@@ -365,6 +363,7 @@ function authFailed(status, message) {
     showBanner("Admin token required (HTTP 401).",
       "This hub has authentication on. Enter an admin token to see the fleet.");
   }
+  forgetToken(); // a token the hub turned down is of no further use: do not keep it
   clearFleet("No fleet data: this needs a valid admin token.");
   markStale("(paused until a valid admin token is entered)");
   setAuthState("needed");
