@@ -51,9 +51,15 @@ def _num(claims: dict[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidToken(f"{_BAD}: '{name}' must be a number")
-    return float(value)
+    try:
+        out = float(value)  # an int beyond float range raises OverflowError
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out):
+        raise InvalidToken(f"{_BAD}: '{name}' is out of range")
+    return out
 
 
 def _scopes(value: object) -> frozenset[str]:

@@ -405,3 +405,8 @@ def test_hs_rs_confusion_against_a_single_rs_key(rsa_key: KeyFiles, clock: Clock
     payload = claims(aud=None, iss=None)
     for header in ({"alg": "HS256", "typ": "JWT"}, {"alg": "HS256", "kid": "rs1"}):
         assert_401(v, "Bearer " + manual_hmac(header, payload, rsa_key.public_pem))
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_time_claim_beyond_float_range_is_401(verifier: Verifier, claim: str) -> None:
+    assert_401(verifier, f"Bearer {hs(claims(**{claim: 10**400}))}")
