@@ -1,0 +1,1 @@
+"""Setup, build and run helpers (run as scripts; importable for tests)."""
