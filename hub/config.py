@@ -261,6 +261,8 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not valid UTF-8 (byte {exc.start})") from exc
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

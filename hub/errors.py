@@ -96,6 +96,12 @@ class NoWorker(HubError):
     code = "no_healthy_worker"
 
 
+class ShuttingDown(HubError):
+    status = 503
+    type = "server_error"
+    code = "hub_shutting_down"
+
+
 class UpstreamError(HubError):
     """A worker failed (connection refused, 5xx, broken stream)."""
 

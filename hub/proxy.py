@@ -9,6 +9,7 @@ with an error event, never retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
@@ -24,13 +25,22 @@ from hub.errors import (
     HubError,
     ModelNotFound,
     NoWorker,
+    ShuttingDown,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
 )
 from hub.outlier import LatencyStat, OutlierDetector
 from hub.registry import Registry, Worker
-from hub.relay import ByteSource, ClientGone, TranslatedStream, end_with_error, relay_events
+from hub.relay import (
+    MAX_PENDING,
+    ByteSource,
+    ClientGone,
+    TranslatedStream,
+    end_with_error,
+    has_data_event,
+    relay_events,
+)
 from hub.retry_budget import RetryBudget
 from hub.routing import Policy, make_policy
 from hub.upstream import (
@@ -66,6 +76,10 @@ class Proxy:
         self.outliers: dict[str, OutlierDetector] = {}  # per model: compare like with like
         self.capacity = CapacityQueue(config.admission.worker_queue_max,
                                       config.admission.worker_queue_timeout_s)
+        self._calls: set[asyncio.Task[object]] = set()  # handlers inside forward()
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
+        self.stopping = False
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -125,7 +139,29 @@ class Proxy:
                 ejected.append(name)
         return ejected
 
+    async def drain(self, grace_s: float) -> None:
+        """Shutdown: calls in flight may finish for up to ``grace_s``; the rest are then
+        cancelled, and a cut stream ends with an error event and [DONE]."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._no_calls.wait()
+        self.stopping = True
+        for task in list(self._calls):
+            task.cancel()
+
     async def forward(self, request: web.Request, call: Call) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        self._no_calls.clear()
+        try:
+            return await self._forward(request, call)
+        finally:
+            self._calls.discard(task)
+            if not self._calls:
+                self._no_calls.set()
+
+    async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
         tried: list[Worker] = []
         last: UpstreamError | None = None
         self.retry_budget.deposit()
@@ -220,6 +256,13 @@ class Proxy:
                     if translator is not None:
                         content = TranslatedStream(up, translator.stream())
                     first = await content.readany()
+                    # Answered once a whole data event came (still under first_byte_s):
+                    # keep-alive comments or an event that never ends are no answer.
+                    while first and not has_data_event(first) and len(first) <= MAX_PENDING:
+                        more = await content.readany()
+                        if not more:
+                            break
+                        first += more
                     permit.record(Outcome.SUCCESS if first else Outcome.FAILURE)
                     if not first:
                         raise _Retry(UpstreamError("worker closed the stream before any data"))
@@ -237,6 +280,11 @@ class Proxy:
                     await relay_events(content, out, first, deadline)
                     await out.write_eof()
                     return out
+        except asyncio.CancelledError:
+            if self.stopping and out is not None:
+                call.error = ShuttingDown.code
+                await end_with_error(out, ShuttingDown("The hub is shutting down"))
+            raise
         except ClientGone:
             call.status = 499
             call.error = "client_disconnected"

@@ -42,6 +42,12 @@ def _event_end(chunk: bytes) -> int:
     return cut + 3 if cut >= 0 else 0
 
 
+def has_data_event(data: bytes) -> bool:
+    """True once ``data`` holds a complete SSE event with a data line (not only comments)."""
+    end = _event_end(data)
+    return end > 0 and (data.startswith(b"data:") or b"\ndata:" in data[:end])
+
+
 class ByteSource(Protocol):
     async def readany(self) -> bytes: ...
 

@@ -18,6 +18,7 @@ from hub.keys import HUB
 log = logging.getLogger("spokehub")
 
 KEEPALIVE_S = 75.0
+CANCEL_WAIT_S = 2.0  # after the grace period: for cancelled handlers to end their streams
 HEADER_TIMEOUT_S = 10.0  # a new connection must send a complete request head by then
 
 
@@ -30,11 +31,12 @@ def _on_sighup(app: web.Application) -> None:
 
 async def serve(config: Config, config_path: str | None = None) -> None:
     app = build_app(config, config_path)
-    # shutdown_timeout: how long in-flight requests and streams may run after SIGTERM.
+    # shutdown_timeout: aiohttp waits it twice (before and after cancelling handlers), so
+    # the grace period is run below (Proxy.drain) and aiohttp only gets what is left.
     # keepalive_timeout: idle client connections (aiohttp's default is an hour).
     # auto_decompress off: a compressed body is not JSON to us (400), never a zip bomb.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=config.shutdown_grace_s,
+                           shutdown_timeout=CANCEL_WAIT_S,
                            keepalive_timeout=KEEPALIVE_S, auto_decompress=False,
                            max_line_size=16384, max_field_size=16384, max_headers=128)
     await runner.setup()
@@ -60,6 +62,9 @@ async def serve(config: Config, config_path: str | None = None) -> None:
         log.warning("spokehub shutting down: no new connections, waiting up to %.0fs for "
                     "%d in-flight requests", hub.config.shutdown_grace_s, in_flight)
         guard_task.cancel()
+        await site.stop()  # refuse new connections now
+        runner.server.pre_shutdown()  # and close idle keep-alive ones
+        await hub.proxy.drain(hub.config.shutdown_grace_s)
         await runner.cleanup()
         log.warning("spokehub stopped")
 
