@@ -10,6 +10,7 @@ them until their TTL passes.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -34,9 +35,14 @@ class HeartbeatResult:
 
 
 def _num(value: object) -> float | None:
+    """A finite number, or None (also for 1e400, which JSON parses to inf, and 10**400)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _names(value: object) -> frozenset[str] | None:

@@ -56,6 +56,12 @@ class BodyTooLarge(HubError):
     code = "request_too_large"
 
 
+class BodyTimeout(HubError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class NotFound(HubError):
     status = 404
     type = "invalid_request_error"

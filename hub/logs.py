@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from hub.call import Call
 
 
@@ -27,6 +29,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, separators=(",", ":"))
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request head it cannot parse at level error, with a traceback whose
+    message quotes up to 100 bytes of the offending line -- for an over-long
+    Authorization header, the start of the bearer token. Any client can cause this, so
+    keep one info line naming the error class, and nothing the client sent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "rejected a malformed request: %s (HTTP %s)", (
+                type(exc).__name__, exc.code)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -34,6 +52,7 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
 
 
 _request_log = logging.getLogger("spokehub.request")

@@ -218,7 +218,7 @@ class Proxy:
             url = spec.url + translator.path
             try:
                 body = translator.request(call.body)
-            except ValueError as exc:
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
                 raise BadRequest(f"Cannot send this request to worker {worker.name}: {exc}",
                                  ) from None
         out: web.StreamResponse | None = None

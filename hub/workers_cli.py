@@ -295,8 +295,8 @@ def _drain(args: argparse.Namespace, url: str, tok: str | None, limit: float) ->
     if not isinstance(doc, dict):
         raise HubFailure(f"{url}: unexpected answer to {action}")
     if action == "drain":
-        return (f"worker {name}: draining, no new requests "
-                f"({_text(doc.get('in_flight'))} in flight finish normally)\n")
+        return (f"worker {name}: draining (no new requests; "
+                f"{_text(doc.get('in_flight'))} in flight will finish)\n")
     return f"worker {name}: back in rotation\n"
 
 

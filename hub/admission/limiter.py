@@ -73,6 +73,9 @@ class AdmissionConfig:
         return self.tenants.get(tenant, self.default)
 
 
+MAX_COST_TOKENS = 2 ** 53  # exact as a float; far beyond any real budget
+
+
 def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
@@ -156,7 +159,8 @@ class Admission:
         st = self._tenants.get(tenant)
         if st is None:
             st = self._tenants[tenant] = _Tenant(limits, self._clock)
-        cost = max(0, cost_tokens) if st.tokens is not None else 0
+        # clamp: max_tokens * n can pass float range (n=10**400 is valid JSON)
+        cost = min(max(0, cost_tokens), MAX_COST_TOKENS) if st.tokens is not None else 0
         wait = st.requests.wait_time(1.0) if st.requests else 0.0
         if cost and st.tokens:
             wait = max(wait, st.tokens.wait_time(cost))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from hub.errors import BadRequest, BodyTooLarge, InvalidJSON, MissingField
+from hub.errors import BadRequest, BodyTimeout, BodyTooLarge, InvalidJSON, MissingField
 
 # What each route needs besides "model", and what type it must be.
 REQUIRED: dict[str, tuple[str, tuple[type, ...], str]] = {
@@ -17,18 +18,33 @@ REQUIRED: dict[str, tuple[str, tuple[type, ...], str]] = {
 }
 
 
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
+BODY_TIMEOUT_S = 30.0  # the whole body must arrive by then: a client trickling its body
+                      # would otherwise hold a connection and a handler indefinitely
+
+
+async def read_body(request: web.Request, max_bytes: int,
+                    timeout_s: float = BODY_TIMEOUT_S) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise BodyTooLarge(f"Request body is {length} bytes; the limit is {max_bytes}")
+    content = request.content
+    if content.is_eof():  # the usual case: the body came with the head, no timer needed
+        body = content.read_nowait()
+        if len(body) > max_bytes:
+            raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes")
+        return body
     # also for chunked uploads: stop reading as soon as the body passes the cap
     parts: list[bytes] = []
     total = 0
-    while chunk := await request.content.readany():
-        total += len(chunk)
-        if total > max_bytes:
-            raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes")
-        parts.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while chunk := await content.readany():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise BodyTooLarge(f"Request body exceeds the limit of {max_bytes} bytes")
+                parts.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(f"Request body not received within {timeout_s:g} s") from None
     return b"".join(parts)
 
 

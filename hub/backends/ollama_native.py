@@ -65,6 +65,8 @@ def _content(content: object) -> tuple[str, list[str]]:
         elif kind == "image_url":
             ref = part.get("image_url")
             url = ref.get("url", "") if isinstance(ref, dict) else str(ref or "")
+            if not isinstance(url, str):
+                raise ValueError("image_url.url must be a string")
             head, sep, data = url.partition(";base64,")
             if not (head.startswith("data:") and sep):
                 raise ValueError("Ollama takes images only as base64 data: URLs")
@@ -83,7 +85,7 @@ def _native_tool_calls(calls: object) -> list[dict[str, Any]]:
         args = fn.get("arguments") or "{}"
         try:
             parsed = json.loads(args) if isinstance(args, str) else args
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ValueError("tool call arguments must be a JSON object") from exc
         out.append({"function": {"name": fn.get("name", ""), "arguments": parsed}})
     return out
@@ -101,12 +103,16 @@ def _messages(messages: object) -> list[dict[str, Any]]:
         native: dict[str, Any] = {"role": msg.get("role", "user"), "content": text}
         if images:
             native["images"] = images
-        if msg.get("tool_calls"):
-            native["tool_calls"] = _native_tool_calls(msg["tool_calls"])
-            for call in msg["tool_calls"]:
-                if call.get("id"):
+        calls = msg.get("tool_calls")
+        if calls:
+            if not isinstance(calls, list):
+                raise ValueError("tool_calls must be a list")
+            native["tool_calls"] = _native_tool_calls(calls)
+            for call in calls:
+                if isinstance(call.get("id"), str) and call["id"]:
                     tool_names[call["id"]] = call["function"].get("name", "")
-        name = msg.get("name") or tool_names.get(msg.get("tool_call_id") or "")
+        call_id = msg.get("tool_call_id")
+        name = msg.get("name") or (tool_names.get(call_id) if isinstance(call_id, str) else None)
         if msg.get("role") == "tool" and name:
             native["tool_name"] = name
         out.append(native)
@@ -300,7 +306,10 @@ class NativeChat:
         self.include_usage = False
 
     def request(self, body: bytes) -> bytes:
-        doc = json.loads(body)
+        try:
+            doc = json.loads(body)
+        except RecursionError:  # parsed once already, but from a shallower stack
+            raise ValueError("request body is nested too deeply") from None
         opts = doc.get("stream_options")
         self.include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
         return json.dumps(chat_request(doc)).encode()

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from hub.api.body import parse_payload, with_model
-from hub.errors import BadRequest, InvalidJSON, MissingField
+from hub.api.body import parse_payload, read_body, with_model
+from hub.errors import BadRequest, HubError, InvalidJSON, MissingField
 
 
 def test_valid_chat_payload() -> None:
@@ -35,3 +38,30 @@ def test_with_model_rewrites_only_model() -> None:
     out = json.loads(with_model(payload, "real"))
     assert out == {**payload, "model": "real"}
     assert payload["model"] == "alias"
+
+
+async def test_slow_body_times_out_with_408() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            body = await read_body(request, 1 << 20, timeout_s=0.3)
+        except HubError as exc:
+            return exc.response()
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    async with TestServer(app) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.read(4096), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 408"), head[:60]
+        assert b"request_timeout" in head
+        # and a body that arrives whole is read at once
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(4096), 5)
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"{}")
