@@ -190,7 +190,8 @@ class Agent:
                       reply.detail)
         else:
             log.warning("hub %s unavailable (%s); retrying with backoff (max %gs)", hub,
-                        reply.detail, self.backoff.cap_s)
+                        reply.detail, min(self.backoff.cap_s,
+                                          max(self.interval_s, self.backoff.base_s)))
 
     def _note_rejected(self, rejected: tuple[tuple[str, str], ...]) -> None:
         now = {name for name, _ in rejected}
@@ -237,7 +238,11 @@ class Agent:
             else:
                 if reply.outcome == AUTH:
                     self._reload_token()
-                delay = self.backoff.next_delay()
+                # A hub that is down or busy hears from us at least once per heartbeat
+                # interval (never more often than when it is up), so after a restart
+                # every agent is back within one interval, before its workers' TTL.
+                cap = self.interval_s if reply.outcome == UNAVAILABLE else None
+                delay = self.backoff.next_delay(cap)
             await self.sleep(delay)
 
     async def deregister(self) -> HubReply | None:

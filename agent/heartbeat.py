@@ -70,8 +70,11 @@ class Backoff:
     def peek_ceiling(self) -> float:
         return min(self.cap_s, self.base_s * self.factor ** min(self.attempt, 64))
 
-    def next_delay(self) -> float:
+    def next_delay(self, cap_s: float | None = None) -> float:
+        """The next delay; ``cap_s`` lowers the cap for this one (never below ``base_s``)."""
         ceiling = self.peek_ceiling()
+        if cap_s is not None:
+            ceiling = min(ceiling, max(cap_s, self.base_s))
         self.attempt += 1
         return ceiling * (1.0 - self.jitter + self.jitter * self.rng())
 

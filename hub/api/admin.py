@@ -20,7 +20,7 @@ def worker_status(w: Worker) -> dict[str, object]:
             "healthy": w.healthy, "detail": w.detail, "draining": w.draining,
             "models": sorted(w.models), "loaded_models": sorted(w.loaded_models),
             "in_flight": w.in_flight, "slots_total": w.slots_total, "slots_busy": w.slots_busy,
-            "vram_free_mb": w.vram_free_mb,
+            "vram_free_mb": w.vram_free_mb, "agent_stale": w.agent_stale,
             "ewma_latency_ms": None if w.ewma_latency_s is None
             else round(w.ewma_latency_s * 1000, 2)}
 

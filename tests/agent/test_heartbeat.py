@@ -140,13 +140,14 @@ async def test_retries_503_with_backoff_then_reregisters(
     sleeps = Sleeps()
     caplog.set_level(logging.INFO, "spokehub.agent")
     async with new_session() as session:
-        agent = Agent(config(hub.url, worker), session, sleep=sleeps, rng=lambda: 0.0)
+        agent = Agent(config(hub.url, worker, heartbeat_s=8), session, sleep=sleeps,
+                      rng=lambda: 0.0)
         task = await running(agent)
         await hub.wait_for(lambda h: h.ok_count() >= 3)
         await stop(task)
     assert hub.answers[:5] == [503, 503, 502, 500, 200]
     assert sleeps.delays[:4] == [0.5, 1.0, 2.0, 4.0]  # backoff, rng pinned low
-    assert all(d <= 1 for d in sleeps.delays[4:])  # back to the interval
+    assert all(d <= 8 for d in sleeps.delays[4:])  # back to the interval
     assert agent.backoff.attempt == 0
     # One line per state change: 503 -> 502 -> 500 are three states, then registered.
     messages = [r.getMessage() for r in caplog.records]
@@ -161,13 +162,15 @@ async def test_hub_down_then_up(worker: Server, caplog: pytest.LogCaptureFixture
     sleeps = Sleeps()
     caplog.set_level(logging.INFO, "spokehub.agent")
     async with new_session() as session:
-        agent = Agent(config(hub.url, worker), session, sleep=sleeps, rng=lambda: 1.0)
+        agent = Agent(config(hub.url, worker, heartbeat_s=5), session, sleep=sleeps,
+                      rng=lambda: 1.0)
         task = await running(agent)
         for _ in range(500):
-            if len(sleeps.delays) >= 4:
+            if len(sleeps.delays) >= 6:
                 break
             await asyncio.sleep(0.01)
-        assert sleeps.delays[:4] == [1, 2, 4, 8]
+        # backoff, capped at the heartbeat interval while the hub is unreachable
+        assert sleeps.delays[:6] == [1, 2, 4, 5, 5, 5]
         await hub.start()
         try:
             await hub.wait_for(lambda h: h.ok_count() >= 1)
@@ -323,8 +326,8 @@ async def test_a_crashing_collector_does_not_stop_the_loop(
 
     sleeps = Sleeps()
     async with new_session() as session:
-        agent = Agent(config(hub.url, worker), session, gpu_reader=Flaky("none"),
-                      sleep=sleeps, rng=lambda: 0.0)
+        agent = Agent(config(hub.url, worker, heartbeat_s=5), session,
+                      gpu_reader=Flaky("none"), sleep=sleeps, rng=lambda: 0.0)
         task = await running(agent)
         await hub.wait_for(lambda h: h.ok_count() >= 1)
         await stop(task)
