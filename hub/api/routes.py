@@ -79,16 +79,21 @@ def _inference(route: str) -> Handler:
 
 async def list_models(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    hub.authorize(request.headers.get("Authorization"), "infer")
+    principal = hub.authorize(request.headers.get("Authorization"), "infer")
+    allowed = principal.models  # a token limited to some models sees only those
     registry, config = hub.registry, hub.config
     served = registry.known_models()
     data: list[dict[str, object]] = []
     for model_id in sorted(served):
+        if allowed is not None and model_id not in allowed:
+            continue
         data.append({"id": model_id, "object": "model", "created": 0, "owned_by": "spokehub",
                      "spokehub": {"workers": [w.name for w in served[model_id]],
                                   "healthy_workers": [w.name for w in served[model_id]
                                                       if w.healthy]}})
     for alias, target in sorted(config.aliases.items()):
+        if allowed is not None and (alias not in allowed or target not in allowed):
+            continue
         if alias not in served and target in served:
             data.append({"id": alias, "object": "model", "created": 0, "owned_by": "spokehub",
                          "spokehub": {"alias_of": target}})

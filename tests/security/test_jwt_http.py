@@ -362,6 +362,18 @@ def test_scopes(ah: AuthHub) -> None:
     assert request(ah.port, "GET", "/admin/workers", token=listed).status == 200
 
 
+def test_models_list_shows_only_allowed_models(ah: AuthHub) -> None:
+    def ids(token: str) -> set[str]:
+        reply = request(ah.port, "GET", "/v1/models", token=token)
+        assert reply.status == 200
+        return {m["id"] for m in json.loads(reply.body)["data"]}
+
+    assert {MODEL, OTHER, "alias-other"} <= ids(ah.token())
+    assert ids(ah.token(models=[MODEL])) == {MODEL}
+    assert ids(ah.token(models=[MODEL, "alias-other"])) == {MODEL}  # target not allowed
+    assert ids(ah.token(models=[])) == set()
+
+
 def test_model_allow_list(ah: AuthHub) -> None:
     only = ah.token(models=[MODEL])
     before = ah.upstream.count()
