@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.config import Agents, ConfigError, parse_worker
-from hub.errors import BadRequest
+from hub.errors import BadRequest, Forbidden
 from hub.persist import read_json, write_json_atomic
 from hub.registry import Registry, Worker
 
@@ -60,11 +60,24 @@ class AgentBook:
         self.settings = settings
         self.clock = clock
         self.hosts: dict[str, dict[str, Any]] = {}  # agent id -> last host report
+        # agent id -> the token subject that registered it: while any of its workers is
+        # registered, another agent token cannot report or deregister under that id.
+        self.owners: dict[str, str] = {}
 
     def source(self, agent_id: str) -> str:
         return f"agent:{agent_id}"
 
-    def heartbeat(self, doc: object) -> HeartbeatResult:
+    def _claim(self, agent_id: str, subject: str) -> None:
+        owner = self.owners.get(agent_id)
+        if owner is not None and owner != subject:
+            source = self.source(agent_id)
+            if any(w.source == source for w in self.registry):
+                raise Forbidden(f"Agent id '{agent_id}' is registered with another agent "
+                                f"token; use that token, or deregister it first",
+                                param="agent_id")
+        self.owners[agent_id] = subject
+
+    def heartbeat(self, doc: object, subject: str = "anonymous") -> HeartbeatResult:
         if not isinstance(doc, dict):
             raise BadRequest("Heartbeat must be a JSON object")
         agent_id = doc.get("agent_id")
@@ -75,6 +88,7 @@ class AgentBook:
         if not isinstance(workers, list) or len(workers) > MAX_WORKERS_PER_AGENT:
             raise BadRequest(f"'workers' must be a list of at most {MAX_WORKERS_PER_AGENT}",
                              param="workers")
+        self._claim(agent_id, subject)
         source = self.source(agent_id)
         now = self.clock()
         host = doc.get("host")
@@ -141,7 +155,9 @@ class AgentBook:
         if raw.get("healthy") is False:
             self.registry.mark_unreachable(worker, "agent reports the worker unhealthy")
 
-    def deregister(self, agent_id: str) -> list[str]:
+    def deregister(self, agent_id: str, subject: str = "anonymous") -> list[str]:
+        self._claim(agent_id, subject)
+        self.owners.pop(agent_id, None)
         source = self.source(agent_id)
         removed = [w.name for w in self.registry if w.source == source]
         for name in removed:
@@ -178,7 +194,8 @@ class AgentBook:
             return
         doc = {"workers": [
             {"name": w.name, "url": w.url, "kind": w.spec.kind, "source": w.source,
-             "models": sorted(w.discovered_models), "last_seen": w.last_seen}
+             "models": sorted(w.discovered_models), "last_seen": w.last_seen,
+             "owner": self.owners.get(w.source.removeprefix("agent:"))}
             for w in self.registry if w.source != "config"]}
         try:
             write_json_atomic(path, doc)
@@ -207,6 +224,9 @@ class AgentBook:
             worker.last_seen = last_seen
             worker.discovered_models = _names(raw.get("models")) or frozenset()
             worker.agent_stale = now - last_seen > self.settings.ttl_s
+            owner = raw.get("owner")
+            if isinstance(owner, str):
+                self.owners.setdefault(source.removeprefix("agent:"), owner)
             loaded += 1
         if loaded:
             log.warning("restored %d agent workers from %s", loaded, path)

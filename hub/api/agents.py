@@ -15,7 +15,7 @@ MAX_HEARTBEAT_BYTES = 256 * 1024
 
 async def heartbeat(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    hub.authorize(request.headers.get("Authorization"), "agent")
+    principal = hub.authorize(request.headers.get("Authorization"), "agent")
     if not hub.config.agents.enabled:
         raise NotFound("Agent registration is disabled on this hub (agents.enabled: false)")
     body = await read_body(request, MAX_HEARTBEAT_BYTES)
@@ -23,7 +23,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidJSON("Heartbeat body is not valid JSON") from None
-    result = hub.agents.heartbeat(doc)
+    result = hub.agents.heartbeat(doc, principal.sub)
     # The agent's own interval, but at least three heartbeats per TTL.
     asked = doc.get("interval_s") if isinstance(doc, dict) else None
     ceiling = max(1.0, hub.config.agents.ttl_s / 3)
@@ -36,8 +36,8 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 async def deregister(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    hub.authorize(request.headers.get("Authorization"), "agent")
-    removed = hub.agents.deregister(request.match_info["agent_id"])
+    principal = hub.authorize(request.headers.get("Authorization"), "agent")
+    removed = hub.agents.deregister(request.match_info["agent_id"], principal.sub)
     return web.json_response({"removed": removed})
 
 

@@ -592,3 +592,19 @@ def test_zz_no_credential_or_secret_in_the_log(ah: AuthHub) -> None:
         assert secret not in log
     private_body = ah.rsa.private_pem.decode().splitlines()[1]
     assert private_body not in log
+
+
+def test_agent_id_belongs_to_the_token_that_registered_it(ah: AuthHub) -> None:
+    box_a = ah.token(tenant="box-a", scope="agent")
+    box_b = ah.token(tenant="box-b", scope="agent")
+    beat = {"agent_id": "shared-id", "workers": [
+        {"name": "shared-id-w", "url": "http://127.0.0.1:9", "kind": "llamacpp"}]}
+    assert request(ah.port, "POST", "/v1/agents/heartbeat", beat, token=box_a).status == 200
+    # another agent token can neither report as that agent nor deregister it
+    err = assert_forbidden(request(ah.port, "POST", "/v1/agents/heartbeat", beat, token=box_b))
+    assert "shared-id" in err["message"]
+    assert_forbidden(request(ah.port, "DELETE", "/v1/agents/shared-id", token=box_b))
+    # the owner can, and then the id is free again
+    assert request(ah.port, "DELETE", "/v1/agents/shared-id", token=box_a).status == 200
+    assert request(ah.port, "POST", "/v1/agents/heartbeat", beat, token=box_b).status == 200
+    assert request(ah.port, "DELETE", "/v1/agents/shared-id", token=box_b).status == 200
