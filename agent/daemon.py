@@ -16,9 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-import aiohttp
-
 from agent import __version__
+from agent.client import open_pool
 from agent.config import AgentConfig, ConfigError, is_loopback, read_token_file
 from agent.gpu import GpuReader, GpuReading, read_host
 from agent.heartbeat import (
@@ -32,6 +31,7 @@ from agent.heartbeat import (
     build_heartbeat,
 )
 from agent.probe import WorkerStatus, probe
+from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.agent")
 
@@ -57,33 +57,24 @@ class Changes:
         return [k for k in self._last if k.startswith(prefix)]
 
 
-def new_session() -> aiohttp.ClientSession:
-    """One pooled session for the hub and the local workers. Proxy variables are
-    ignored: local workers must never be reached through a proxy."""
-    connector = aiohttp.TCPConnector(limit=16, resolver=aiohttp.ThreadedResolver(),
-                                     ttl_dns_cache=60)
-    return aiohttp.ClientSession(connector=connector, trust_env=False,
-                                 headers={"User-Agent": f"spokehub-agent/{__version__}"})
-
-
 class Agent:
-    def __init__(self, config: AgentConfig, session: aiohttp.ClientSession, *,
+    def __init__(self, config: AgentConfig, pool: Pool, *,
                  gpu_reader: GpuReader | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Sleep = asyncio.sleep,
                  rng: Callable[[], float] = random.random,
                  version: str = __version__) -> None:
         self.config = config
-        self.session = session
+        self.pool = pool
         self.version = version
-        self.hub = (HubClient(session, config.hub_url, config.agent_id, config.token,
+        self.hub = (HubClient(pool, config.hub_url, config.agent_id, config.token,
                               config.hub_timeout_s) if config.hub_url else None)
         self.gpu_reader = gpu_reader or GpuReader(config.gpu)
         self.clock = clock
         self.sleep = sleep
         self.backoff = Backoff(rng=rng)
         self.interval_s = config.heartbeat_s
-        self.probe_timeout = aiohttp.ClientTimeout(total=config.probe_timeout_s)
+        self.probe_timeout_s = config.probe_timeout_s
         self.targets = config.targets()
         self.last_reply: HubReply | None = None
         self.failures = 0
@@ -97,7 +88,7 @@ class Agent:
         """Read GPUs, host and workers; return the heartbeat payload."""
         reading, statuses = await asyncio.gather(
             self.gpu_reader.read(),
-            asyncio.gather(*(probe(self.session, t, self.probe_timeout)
+            asyncio.gather(*(probe(self.pool, t, self.probe_timeout_s)
                              for t in self.targets)))
         self._note_gpus(reading)
         workers: list[WorkerStatus] = []
@@ -284,17 +275,21 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def _urls(config: AgentConfig) -> list[str]:
+    """Every URL the agent talks to (to know whether TLS is needed)."""
+    return [config.hub_url or "", *(t.url for t in config.targets())]
 
 
 async def collect_once(config: AgentConfig) -> dict[str, Any]:
-    async with new_session() as session:
-        return await Agent(config, session).collect()
+    async with open_pool(_urls(config)) as pool:
+        return await Agent(config, pool).collect()
 
 
 async def send_once(config: AgentConfig) -> HubReply:
-    async with new_session() as session:
-        return await Agent(config, session).beat()
+    async with open_pool(_urls(config)) as pool:
+        return await Agent(config, pool).beat()
 
 
 async def serve(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
@@ -314,8 +309,8 @@ async def serve(config: AgentConfig, stop: asyncio.Event | None = None) -> int:
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        async with new_session() as session:
-            agent = Agent(config, session)
+        async with open_pool(_urls(config)) as pool:
+            agent = Agent(config, pool)
             agent.log_startup()
             beating = asyncio.create_task(agent.run(), name="spokehub-agent-heartbeat")
             stopping = asyncio.create_task(stop.wait())

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
+from agent.client import TRANSPORT_ERRORS, describe_error, fetch
 from agent.config import Secret
 from agent.gpu import HostInfo
-from agent.probe import WorkerStatus, describe_error
+from agent.probe import WorkerStatus
+from hub.upstream import Pool
 
 HEARTBEAT_PATH = "/v1/agents/heartbeat"
 AGENTS_PATH = "/v1/agents/"
@@ -135,27 +135,38 @@ def parse_reply(doc: Any) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...],
 class HubClient:
     """The two hub calls. Never raises for HTTP or network trouble: see ``HubReply``."""
 
-    def __init__(self, session: aiohttp.ClientSession, hub_url: str, agent_id: str,
+    def __init__(self, pool: Pool, hub_url: str, agent_id: str,
                  token: Secret | None, timeout_s: float = 10.0) -> None:
-        self.session = session
+        self.pool = pool
         self.hub_url = hub_url.rstrip("/")
         self.agent_id = agent_id
         self.token = token
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 5.0))
+        self.timeout_s = timeout_s
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self) -> dict[str, str] | None:
+        """The auth header; None if the token cannot be sent in one (CR, LF or other
+        characters outside printable ASCII)."""
         if self.token is None:
             return {}
-        return {"Authorization": f"Bearer {self.token.reveal()}"}
+        value = self.token.reveal()
+        if not value.isascii() or not value.isprintable():
+            return None
+        return {"Authorization": f"Bearer {value}"}
 
     async def _call(self, method: str, url: str, payload: dict[str, Any] | None,
-                    timeout: aiohttp.ClientTimeout) -> HubReply:
+                    timeout_s: float, connect_timeout_s: float) -> HubReply:
+        headers = self._headers()
+        if headers is None:  # never echo the token, not even in an error
+            return HubReply(AUTH, detail="the token has characters an HTTP header cannot carry")
+        data = b""
+        if payload is not None:
+            data = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            async with self.session.request(method, url, json=payload, headers=self._headers(),
-                                            timeout=timeout, allow_redirects=False) as resp:
-                status = resp.status
-                body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            status, body = await fetch(self.pool, method, url, timeout_s=timeout_s,
+                                       connect_timeout_s=connect_timeout_s, headers=headers,
+                                       body=data)
+        except TRANSPORT_ERRORS as exc:
             return HubReply(UNAVAILABLE, detail=describe_error(exc))
         if 200 <= status < 300:
             try:
@@ -173,9 +184,8 @@ class HubClient:
 
     async def heartbeat(self, payload: dict[str, Any]) -> HubReply:
         return await self._call("POST", f"{self.hub_url}{HEARTBEAT_PATH}", payload,
-                                self.timeout)
+                                self.timeout_s, min(self.timeout_s, 5.0))
 
     async def deregister(self, timeout_s: float = 5.0) -> HubReply:
         url = f"{self.hub_url}{AGENTS_PATH}{quote(self.agent_id, safe='')}"
-        timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 3.0))
-        return await self._call("DELETE", url, None, timeout)
+        return await self._call("DELETE", url, None, timeout_s, min(timeout_s, 3.0))

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
+from agent.client import TRANSPORT_ERRORS, describe_error, fetch
 from agent.config import WorkerTarget
+from hub.upstream import Pool
 
 _MIB = 1024 * 1024
 
@@ -52,25 +51,11 @@ class _Unreachable(Exception):
     pass
 
 
-def describe_error(exc: BaseException) -> str:
-    """A short, stable description of a network failure (for state-change logs)."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        err = exc.os_error
-        reason = os.strerror(err.errno) if err.errno else type(err).__name__
-        return f"cannot connect: {reason}"
-    return type(exc).__name__
-
-
-async def _get(session: aiohttp.ClientSession, url: str,
-               timeout: aiohttp.ClientTimeout) -> tuple[int, Any]:
+async def _get(pool: Pool, url: str, timeout_s: float) -> tuple[int, Any]:
     """(status, parsed JSON or None); _Unreachable when there is no HTTP answer."""
     try:
-        async with session.get(url, timeout=timeout, allow_redirects=False) as resp:
-            status = resp.status
-            body = await resp.read()
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        status, body = await fetch(pool, "GET", url, timeout_s=timeout_s)
+    except TRANSPORT_ERRORS as exc:
         raise _Unreachable(describe_error(exc)) from None
     try:
         doc = json.loads(body) if body else None
@@ -116,16 +101,16 @@ def parse_llamacpp_slots(doc: Any) -> tuple[int, int] | None:
     return len(doc), busy
 
 
-async def _llamacpp_slots(session: aiohttp.ClientSession, url: str,
-                          timeout: aiohttp.ClientTimeout) -> tuple[int | None, int | None]:
+async def _llamacpp_slots(pool: Pool, url: str,
+                          timeout_s: float) -> tuple[int | None, int | None]:
     try:
-        status, doc = await _get(session, f"{url}/slots", timeout)
+        status, doc = await _get(pool, f"{url}/slots", timeout_s)
         if status == 200 and (slots := parse_llamacpp_slots(doc)) is not None:
             return slots
         if status not in (404, 501):
             return None, None
         # /slots disabled (--no-slots): the slot count is still in /props.
-        status, doc = await _get(session, f"{url}/props", timeout)
+        status, doc = await _get(pool, f"{url}/props", timeout_s)
     except _Unreachable:
         return None, None
     total = doc.get("total_slots") if isinstance(doc, dict) and status == 200 else None
@@ -134,11 +119,11 @@ async def _llamacpp_slots(session: aiohttp.ClientSession, url: str,
     return None, None
 
 
-async def probe_llamacpp(session: aiohttp.ClientSession, target: WorkerTarget,
-                         timeout: aiohttp.ClientTimeout) -> WorkerStatus:
+async def probe_llamacpp(pool: Pool, target: WorkerTarget,
+                         timeout_s: float) -> WorkerStatus:
     url = target.url
     try:
-        status, _ = await _get(session, f"{url}/health", timeout)
+        status, _ = await _get(pool, f"{url}/health", timeout_s)
     except _Unreachable as exc:
         return WorkerStatus(target, reachable=False, healthy=False, detail=str(exc))
     if status == 503:
@@ -149,12 +134,12 @@ async def probe_llamacpp(session: aiohttp.ClientSession, target: WorkerTarget,
 
     async def models() -> tuple[int | None, Any]:
         try:
-            return await _get(session, f"{url}/v1/models", timeout)
+            return await _get(pool, f"{url}/v1/models", timeout_s)
         except _Unreachable:
             return None, None
 
     (m_status, m_doc), (total, busy) = await asyncio.gather(
-        models(), _llamacpp_slots(session, url, timeout))
+        models(), _llamacpp_slots(pool, url, timeout_s))
     parsed = parse_llamacpp_models(m_doc) if m_status == 200 else None
     if parsed is None:
         return WorkerStatus(target, reachable=True, healthy=True,
@@ -195,11 +180,11 @@ def parse_ollama_ps(doc: Any) -> tuple[tuple[str, ...], int] | None:
     return tuple(str(m.get("name") or m.get("model")) for m in entries), vram // _MIB
 
 
-async def probe_ollama(session: aiohttp.ClientSession, target: WorkerTarget,
-                       timeout: aiohttp.ClientTimeout) -> WorkerStatus:
+async def probe_ollama(pool: Pool, target: WorkerTarget,
+                       timeout_s: float) -> WorkerStatus:
     url = target.url
     try:
-        status, doc = await _get(session, f"{url}/api/version", timeout)
+        status, doc = await _get(pool, f"{url}/api/version", timeout_s)
     except _Unreachable as exc:
         return WorkerStatus(target, reachable=False, healthy=False, detail=str(exc))
     version = doc.get("version") if isinstance(doc, dict) else None
@@ -210,7 +195,7 @@ async def probe_ollama(session: aiohttp.ClientSession, target: WorkerTarget,
 
     async def get(path: str) -> tuple[int | None, Any]:
         try:
-            return await _get(session, f"{url}{path}", timeout)
+            return await _get(pool, f"{url}{path}", timeout_s)
         except _Unreachable:
             return None, None
 
@@ -229,12 +214,12 @@ async def probe_ollama(session: aiohttp.ClientSession, target: WorkerTarget,
 # -- dispatch --------------------------------------------------------------------------
 
 
-async def probe(session: aiohttp.ClientSession, target: WorkerTarget,
-                timeout: aiohttp.ClientTimeout) -> WorkerStatus:
+async def probe(pool: Pool, target: WorkerTarget,
+                timeout_s: float) -> WorkerStatus:
     try:
         if target.kind == "ollama":
-            return await probe_ollama(session, target, timeout)
-        return await probe_llamacpp(session, target, timeout)
+            return await probe_ollama(pool, target, timeout_s)
+        return await probe_llamacpp(pool, target, timeout_s)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a strange answer must never stop the heartbeat

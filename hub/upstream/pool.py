@@ -263,9 +263,8 @@ class Pool:
             port = parts.port or (443 if scheme == "https" else 80)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             default = port == (443 if scheme == "https" else 80)
-            host_header = host if default else f"{host}:{port}"
-            if ":" in host and not default:
-                host_header = f"[{host}]:{port}"
+            name = f"[{host}]" if ":" in host else host  # IPv6 literals keep their brackets
+            host_header = name if default else f"{name}:{port}"
             hit = ((scheme, host, port), target, host_header)
             if len(self._urls) > 10_000:
                 self._urls.clear()

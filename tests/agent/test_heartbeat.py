@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
+from agent.client import open_pool
 from agent.config import AgentConfig, Secret, make_target, parse_config
-from agent.daemon import Agent, new_session
+from agent.daemon import Agent
 from agent.gpu import GpuReader, HostInfo
 from agent.heartbeat import Backoff, HubClient, build_heartbeat, parse_reply
 from tests.agent.fakes import FakeHub, Server, fake_llamacpp, fake_ollama
@@ -109,8 +109,8 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 async def test_heartbeat_body_and_auth(hub: FakeHub, worker: Server) -> None:
     sleeps = Sleeps()
-    async with new_session() as session:
-        agent = Agent(config(hub.url, worker), session, sleep=sleeps)
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, worker), pool, sleep=sleeps)
         task = await running(agent)
         await hub.wait_for(lambda h: h.ok_count() >= 2)
         await stop(task)
@@ -139,8 +139,8 @@ async def test_retries_503_with_backoff_then_reregisters(
     hub.script = [503, 503, 502, 500]
     sleeps = Sleeps()
     caplog.set_level(logging.INFO, "spokehub.agent")
-    async with new_session() as session:
-        agent = Agent(config(hub.url, worker, heartbeat_s=8), session, sleep=sleeps,
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, worker, heartbeat_s=8), pool, sleep=sleeps,
                       rng=lambda: 0.0)
         task = await running(agent)
         await hub.wait_for(lambda h: h.ok_count() >= 3)
@@ -161,8 +161,8 @@ async def test_hub_down_then_up(worker: Server, caplog: pytest.LogCaptureFixture
     hub = FakeHub(token=TOKEN)  # not started: connection refused
     sleeps = Sleeps()
     caplog.set_level(logging.INFO, "spokehub.agent")
-    async with new_session() as session:
-        agent = Agent(config(hub.url, worker, heartbeat_s=5), session, sleep=sleeps,
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, worker, heartbeat_s=5), pool, sleep=sleeps,
                       rng=lambda: 1.0)
         task = await running(agent)
         for _ in range(500):
@@ -188,8 +188,8 @@ async def test_403_keeps_running_and_logs_once(hub: FakeHub, worker: Server,
     hub.status = 403
     sleeps = Sleeps()
     caplog.set_level(logging.INFO, "spokehub.agent")
-    async with new_session() as session:
-        agent = Agent(config(hub.url, worker), session, sleep=sleeps, rng=lambda: 1.0)
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, worker), pool, sleep=sleeps, rng=lambda: 1.0)
         task = await running(agent)
         await hub.wait_for(lambda h: len(h.heartbeats) >= 8)
         assert not task.done()
@@ -208,8 +208,8 @@ async def test_rotated_token_file_is_picked_up(hub: FakeHub, worker: Server,
     token_file.write_text("old-token\n")
     token_file.chmod(0o600)
     sleeps = Sleeps()
-    async with new_session() as session:
-        agent = Agent(config(hub.url, worker, token_file=str(token_file)), session,
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, worker, token_file=str(token_file)), pool,
                       sleep=sleeps)
         task = await running(agent)
         await hub.wait_for(lambda h: len(h.heartbeats) >= 2)
@@ -227,8 +227,8 @@ async def test_rejections_interval_and_deregister(hub: FakeHub, worker: Server,
     hub.reject = {name: "model not allowed"}
     hub.interval_s = 2.5
     caplog.set_level(logging.INFO, "spokehub.agent")
-    async with new_session() as session:
-        agent = Agent(config(hub.url, worker), session, sleep=Sleeps())
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, worker), pool, sleep=Sleeps())
         task = await running(agent)
         await hub.wait_for(lambda h: h.ok_count() >= 3)
         await stop(task)
@@ -243,8 +243,8 @@ async def test_rejections_interval_and_deregister(hub: FakeHub, worker: Server,
 
 
 async def test_deregister_with_hub_down_does_not_raise(worker: Server) -> None:
-    async with new_session() as session:
-        agent = Agent(config(f"http://127.0.0.1:{free_port()}", worker), session)
+    async with open_pool() as pool:
+        agent = Agent(config(f"http://127.0.0.1:{free_port()}", worker), pool)
         reply = await agent.deregister()
     assert reply is not None and not reply.ok
 
@@ -254,8 +254,8 @@ async def test_worker_state_changes_logged_once(hub: FakeHub,
     port = free_port()
     llama = Server(fake_llamacpp(), port=port)
     caplog.set_level(logging.INFO, "spokehub.agent")
-    async with new_session() as session:
-        agent = Agent(config(hub.url, llama), session, sleep=Sleeps())
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, llama), pool, sleep=Sleeps())
         task = await running(agent)
         await hub.wait_for(lambda h: h.ok_count() >= 3)
         await llama.start()
@@ -284,8 +284,8 @@ async def test_discovery_reports_only_answering_ports(hub: FakeHub,
         targets = (make_target("box", closed, "llamacpp", None, None, discovered=True),
                    make_target("box", ollama.url, "ollama", None, None, discovered=True))
         monkeypatch.setattr(AgentConfig, "targets", lambda self: targets)
-        async with new_session() as session:
-            agent = Agent(cfg, session)
+        async with open_pool() as pool:
+            agent = Agent(cfg, pool)
             payload = await agent.collect()
     finally:
         await ollama.stop()
@@ -302,8 +302,8 @@ async def test_gpu_numbers_reach_the_workers(hub: FakeHub, worker: Server,
     smi.write_text("#!/bin/sh\necho '0, NVIDIA L4, 23034, 1200, 21834, 12, 41'\n")
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    async with new_session() as session:
-        agent = Agent(config(hub.url, worker, gpu="auto"), session)
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, worker, gpu="auto"), pool)
         payload = await agent.collect()
     assert payload["host"]["gpus"] == [{"index": 0, "name": "NVIDIA L4",
                                         "vram_total_mb": 23034, "vram_used_mb": 1200,
@@ -325,8 +325,8 @@ async def test_a_crashing_collector_does_not_stop_the_loop(
             return await super().read()
 
     sleeps = Sleeps()
-    async with new_session() as session:
-        agent = Agent(config(hub.url, worker, heartbeat_s=5), session,
+    async with open_pool() as pool:
+        agent = Agent(config(hub.url, worker, heartbeat_s=5), pool,
                       gpu_reader=Flaky("none"), sleep=sleeps, rng=lambda: 0.0)
         task = await running(agent)
         await hub.wait_for(lambda h: h.ok_count() >= 1)
@@ -354,8 +354,8 @@ async def test_hub_client_classifies_answers() -> None:
     server = Server(app)
     await server.start()
     try:
-        async with new_session() as session:
-            client = HubClient(session, server.url + "/", "a", Secret("t"))
+        async with open_pool() as pool:
+            client = HubClient(pool, server.url + "/", "a", Secret("t"))
             outcomes = [(await client.heartbeat({})) for _ in range(4)]
     finally:
         await server.stop()
@@ -432,7 +432,28 @@ async def test_process_survives_auth_failure_until_stopped(tmp_path: Path,
     assert "wrong" not in err.decode()
 
 
-async def test_session_is_never_proxied(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
-    async with new_session() as session:
-        assert isinstance(session, aiohttp.ClientSession) and not session.trust_env
+async def test_pool_is_never_proxied(hub: FakeHub, worker: Server,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        return web.Response(status=502)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    proxy = Server(app)
+    await proxy.start()
+    try:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with open_pool() as pool:
+            agent = Agent(config(hub.url, worker), pool)
+            reply = await agent.beat()
+    finally:
+        await proxy.stop()
+    assert reply.ok and hub.ok_count() == 1
+    assert hub.heartbeats[0].body["workers"][0]["healthy"]
+    assert seen == []

@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
+from agent.client import fetch, open_pool
 from agent.config import WorkerTarget, make_target
-from agent.daemon import new_session
 from agent.probe import (
     WorkerStatus,
     parse_llamacpp_models,
@@ -24,11 +23,12 @@ from agent.probe import (
     parse_ollama_tags,
     probe,
 )
+from hub.upstream import Pool
 from tests.agent.fakes import OLLAMA_PS, OLLAMA_TAGS, Server, fake_llamacpp, fake_ollama
 from tests.support.llama import LlamaWorker
 from tests.support.procs import ROOT, free_port
 
-TIMEOUT = aiohttp.ClientTimeout(total=5)
+TIMEOUT = 5.0
 
 
 def target(url: str, kind: str = "llamacpp") -> WorkerTarget:
@@ -36,18 +36,18 @@ def target(url: str, kind: str = "llamacpp") -> WorkerTarget:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with new_session() as s:
-        yield s
+async def pool() -> AsyncIterator[Pool]:
+    async with open_pool() as pool:
+        yield pool
 
 
 # -- real llama.cpp --------------------------------------------------------------------
 
 
 async def test_real_llama_server_with_slots(make_llama: Callable[..., LlamaWorker],
-                                            session: aiohttp.ClientSession) -> None:
+                                            pool: Pool) -> None:
     worker = make_llama("tiny", slots=4)
-    status = await probe(session, target(worker.url), TIMEOUT)
+    status = await probe(pool, target(worker.url), TIMEOUT)
     assert status == WorkerStatus(target(worker.url), reachable=True, healthy=True,
                                   models=("tiny",), loaded_models=("tiny",), slots_total=4,
                                   slots_busy=0)
@@ -60,15 +60,16 @@ async def test_real_llama_server_with_slots(make_llama: Callable[..., LlamaWorke
     # with the tiny model, so sample while they are in flight).
     async def generate() -> None:
         body = {"prompt": "Once upon a time", "n_predict": 480, "ignore_eos": True}
-        async with session.post(f"{worker.url}/completion", json=body) as resp:
-            assert resp.status == 200
-            await resp.read()
+        status, _ = await fetch(pool, "POST", f"{worker.url}/completion", timeout_s=120,
+                                headers={"Content-Type": "application/json"},
+                                body=json.dumps(body).encode())
+        assert status == 200
 
     seen_busy = 0
     for _ in range(5):
         jobs = asyncio.gather(generate(), generate())
         while not jobs.done():
-            busy = (await probe(session, target(worker.url), TIMEOUT)).slots_busy
+            busy = (await probe(pool, target(worker.url), TIMEOUT)).slots_busy
             seen_busy = max(seen_busy, busy or 0)
         await jobs
         if seen_busy:
@@ -77,11 +78,11 @@ async def test_real_llama_server_with_slots(make_llama: Callable[..., LlamaWorke
 
 
 async def test_real_llama_server_without_slots_endpoint(
-        make_llama: Callable[..., LlamaWorker], session: aiohttp.ClientSession) -> None:
+        make_llama: Callable[..., LlamaWorker], pool: Pool) -> None:
     worker = make_llama("tiny", slots=2, extra=["--no-slots"])
-    async with session.get(f"{worker.url}/slots") as resp:
-        assert resp.status == 501  # what the fallback is for
-    status = await probe(session, target(worker.url), TIMEOUT)
+    slots_status, _ = await fetch(pool, "GET", f"{worker.url}/slots", timeout_s=TIMEOUT)
+    assert slots_status == 501  # what the fallback is for
+    status = await probe(pool, target(worker.url), TIMEOUT)
     assert status.healthy and status.models == ("tiny",)
     assert (status.slots_total, status.slots_busy) == (2, None)
 
@@ -112,14 +113,14 @@ def test_once_print_next_to_real_llama_server(make_llama: Callable[..., LlamaWor
 # -- fakes: states a real server is hard to put in ------------------------------------
 
 
-async def test_unreachable_and_loading(session: aiohttp.ClientSession) -> None:
-    down = await probe(session, target(f"http://127.0.0.1:{free_port()}"), TIMEOUT)
+async def test_unreachable_and_loading(pool: Pool) -> None:
+    down = await probe(pool, target(f"http://127.0.0.1:{free_port()}"), TIMEOUT)
     assert (down.reachable, down.healthy, down.detail) == \
         (False, False, "cannot connect: Connection refused")
     server = Server(fake_llamacpp(health=503))
     await server.start()
     try:
-        loading = await probe(session, target(server.url), TIMEOUT)
+        loading = await probe(pool, target(server.url), TIMEOUT)
     finally:
         await server.stop()
     assert (loading.reachable, loading.healthy, loading.detail) == \
@@ -127,23 +128,23 @@ async def test_unreachable_and_loading(session: aiohttp.ClientSession) -> None:
 
 
 async def test_fake_llamacpp_busy_slots_and_404_fallback(
-        session: aiohttp.ClientSession) -> None:
+        pool: Pool) -> None:
     for slots_status, expected in ((200, (4, 1)), (404, (4, None)), (500, (None, None))):
         server = Server(fake_llamacpp(slots=4, busy=1, slots_status=slots_status))
         await server.start()
         try:
-            status = await probe(session, target(server.url), TIMEOUT)
+            status = await probe(pool, target(server.url), TIMEOUT)
         finally:
             await server.stop()
         assert status.healthy
         assert (status.slots_total, status.slots_busy) == expected
 
 
-async def test_ollama(session: aiohttp.ClientSession) -> None:
+async def test_ollama(pool: Pool) -> None:
     server = Server(fake_ollama())
     await server.start()
     try:
-        status = await probe(session, target(server.url, "ollama"), TIMEOUT)
+        status = await probe(pool, target(server.url, "ollama"), TIMEOUT)
     finally:
         await server.stop()
     assert status.healthy and status.detail == "ok" and status.version == "0.5.7"
@@ -154,15 +155,15 @@ async def test_ollama(session: aiohttp.ClientSession) -> None:
     assert status.to_json(1000)["kind"] == "ollama"
 
 
-async def test_ollama_not_running(session: aiohttp.ClientSession) -> None:
+async def test_ollama_not_running(pool: Pool) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    status = await probe(session, target(url, "ollama"), TIMEOUT)
+    status = await probe(pool, target(url, "ollama"), TIMEOUT)
     assert not status.reachable and not status.healthy
     # A llama.cpp server on the Ollama port is not mistaken for Ollama.
     server = Server(fake_llamacpp())
     await server.start()
     try:
-        wrong = await probe(session, target(server.url, "ollama"), TIMEOUT)
+        wrong = await probe(pool, target(server.url, "ollama"), TIMEOUT)
     finally:
         await server.stop()
     assert wrong.reachable and not wrong.healthy and wrong.detail == "/api/version: HTTP 404"

@@ -123,3 +123,12 @@ async def test_stream_backpressure_and_until_close(
     assert got == (total // 1026) * 1026
     assert peak < 1024 * 1024  # reading paused instead of buffering the whole body
     assert resp.is_eof()
+
+
+def test_host_header_for_ipv6_and_default_ports() -> None:
+    pool = Pool()
+    assert pool._parse("http://[::1]/v1/x")[2] == "[::1]"
+    assert pool._parse("http://[::1]:8080/v1/x")[2] == "[::1]:8080"
+    assert pool._parse("https://api.example.com/v1/chat?x=1")[1:] == ("/v1/chat?x=1",
+                                                                       "api.example.com")
+    assert pool._parse("http://10.0.0.5:11434/api")[2] == "10.0.0.5:11434"
