@@ -26,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from hub.confkit import ConfigError, check_url
+
 DEFAULT_CONFIG_PATH = Path("/etc/spokehub/agent.yaml")
 WORKER_KINDS = ("llamacpp", "ollama")
 GPU_MODES = ("auto", "nvidia", "rocm", "none")
@@ -48,10 +50,6 @@ ENV_ADVERTISE_HOST = "SPOKEHUB_ADVERTISE_HOST"
 ENV_HEARTBEAT_S = "SPOKEHUB_HEARTBEAT_S"
 
 log = logging.getLogger("spokehub.agent")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
 
 
 class Secret:
@@ -159,19 +157,6 @@ def _number(value: object, where: str, lo: float, hi: float) -> float:
     if not math.isfinite(out) or out < lo or out > hi:
         raise ConfigError(f"{where}: must be between {lo:g} and {hi:g}, got {value}")
     return out
-
-
-def check_url(url: str, where: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: must be an http:// or https:// URL, got {url!r}")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ConfigError(f"{where}: bad port in {url!r}") from None
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{where}: must not have a query or fragment, got {url!r}")
-    return url.rstrip("/")
 
 
 def check_agent_id(value: str, where: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from agent import __version__
 from agent.client import open_pool
-from agent.config import AgentConfig, ConfigError, is_loopback, read_token_file
+from agent.config import AgentConfig, is_loopback, read_token_file
 from agent.gpu import GpuReader, GpuReading, read_host
 from agent.heartbeat import (
     AUTH,
@@ -31,6 +31,7 @@ from agent.heartbeat import (
     build_heartbeat,
 )
 from agent.probe import WorkerStatus, probe
+from hub.confkit import ConfigError
 from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.agent")

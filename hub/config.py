@@ -10,14 +10,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import yaml
 
 from hub.admission.limiter import AdmissionConfig, parse_admission
 from hub.auth.config import AuthConfig, parse_auth
 from hub.breaker import BreakerConfig, parse_breaker
-from hub.confkit import ConfigError, Section
+from hub.confkit import ConfigError, Section, check_url
 from hub.outlier import OutlierConfig, parse_outlier
 from hub.retry_budget import RetryBudgetConfig, parse_retry_budget
 from hub.routing.vram_weighted import VramWeightedConfig, parse_vram_weighted
@@ -187,23 +186,12 @@ def _agents(s: Section) -> Agents:
     return out
 
 
-def _check_url(url: str, key: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{key}: must be an http:// or https:// URL, got {url!r}")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise ConfigError(f"{key}: bad port in {url!r}") from exc
-    return url.rstrip("/")
-
-
 def parse_worker(raw: object, path: str) -> WorkerSpec:
     s = Section(raw, path)
     name = s.text("name", required=True)
     if not _NAME_RE.match(name):
         raise ConfigError(f"{path}.name: use letters, digits and _.:- (max 63), got {name!r}")
-    url = _check_url(s.text("url", required=True), f"{path}.url")
+    url = check_url(s.text("url", required=True), f"{path}.url")
     models = []
     for i, m in enumerate(s.items("models")):
         if not isinstance(m, str) or not m:

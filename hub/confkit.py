@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -96,3 +97,17 @@ class Section:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
             raise ConfigError(f"{self.key(unknown[0])}: unknown key")
+
+
+def check_url(url: str, where: str) -> str:
+    """An http(s) base URL without query or fragment, trailing slash removed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: must be an http:// or https:// URL, got {url!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{where}: bad port in {url!r}") from None
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}: must not have a query or fragment, got {url!r}")
+    return url.rstrip("/")

@@ -33,10 +33,11 @@ def test_agent_runtime_does_not_import_aiohttp() -> None:
     modules = set(json.loads(out))
     assert "aiohttp" not in modules
     assert not {m for m in modules if m.split(".")[0] in HEAVY}
-    # Of the hub, only the package's version string and the small client come along.
+    # Of the hub, only the package's version string, the stdlib-only config checks and
+    # the small client come along.
     hub = {m for m in modules if m == "hub" or m.startswith("hub.")}
-    assert hub == {"hub", "hub.upstream", "hub.upstream.errors", "hub.upstream.http1",
-                   "hub.upstream.pool"}
+    assert hub == {"hub", "hub.confkit", "hub.upstream", "hub.upstream.errors",
+                   "hub.upstream.http1", "hub.upstream.pool"}
 
 
 def test_describe_error() -> None:
