@@ -63,6 +63,11 @@ async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.agents.save()
 
 
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer is JSON, SSE or a static file: browsers must not guess otherwise."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 def build_app(config: Config, config_path: str | None = None) -> web.Application:
     # The body cap is enforced per request from the live config (api/body.py), so a
     # reload can change it; aiohttp's own cap is only a hard ceiling.
@@ -71,5 +76,6 @@ def build_app(config: Config, config_path: str | None = None) -> web.Application
     app.cleanup_ctx.append(agents_ctx)
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(prober_ctx)
+    app.on_response_prepare.append(_nosniff)
     add_routes(app)
     return app

@@ -121,6 +121,17 @@ def test_body_over_cap_without_content_length_is_413(hub: tuple[HubProcess, Any]
     assert b'"request_too_large"' in head
 
 
+def test_answers_carry_nosniff(hub: tuple[HubProcess, Any]) -> None:
+    for path in ("/healthz", "/v1/models", "/v1/nope"):
+        req = urllib.request.Request(f"{hub[0].url}{path}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                headers = resp.headers
+        except urllib.error.HTTPError as exc:
+            headers = exc.headers
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+
+
 def test_unknown_model_is_404(hub: tuple[HubProcess, Any]) -> None:
     status, doc = post(hub[0], "/v1/chat/completions", {**CHAT, "model": "gpt-9"})
     assert status == 404
