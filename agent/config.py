@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
-
-from hub.confkit import ConfigError, check_url
+from hub.confkit import ConfigError, check_url, read_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/spokehub/agent.yaml")
 WORKER_KINDS = ("llamacpp", "ollama")
@@ -373,18 +371,4 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     """
     explicit = path is not None
     p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError(f"{p}: no such file") from None
-        text = ""
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}") from None
-    return parse_config(raw, env, require_hub=require_hub)
+    return parse_config(read_yaml(p, missing_ok=not explicit), env, require_hub=require_hub)

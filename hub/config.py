@@ -11,12 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from hub.admission.limiter import AdmissionConfig, parse_admission
 from hub.auth.config import AuthConfig, parse_auth
 from hub.breaker import BreakerConfig, parse_breaker
-from hub.confkit import ConfigError, Section, check_url
+from hub.confkit import ConfigError, Section, check_url, read_yaml
 from hub.outlier import OutlierConfig, parse_outlier
 from hub.retry_budget import RetryBudgetConfig, parse_retry_budget
 from hub.routing.vram_weighted import VramWeightedConfig, parse_vram_weighted
@@ -244,17 +242,4 @@ def parse_config(raw: object) -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: not valid UTF-8 (byte {exc.start})") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}") from exc
-    return parse_config(raw)
+    return parse_config(read_yaml(Path(path)))

@@ -9,8 +9,11 @@ checked, unknown keys are errors, and every message names the full key
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import yaml
 
 
 class ConfigError(ValueError):
@@ -111,3 +114,26 @@ def check_url(url: str, where: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(f"{where}: must not have a query or fragment, got {url!r}")
     return url.rstrip("/")
+
+
+def read_yaml(path: Path, *, missing_ok: bool = False) -> object:
+    """The parsed YAML document of ``path``; every failure is a ConfigError naming it.
+
+    With ``missing_ok`` a missing file reads as an empty document (None).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise ConfigError(f"{path}: cannot read: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None

@@ -164,6 +164,9 @@ def test_load_config_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         load_config(path, TOKEN_ENV)
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "missing.yaml", TOKEN_ENV)
+    path.write_bytes(b"hub_url: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not valid UTF-8"):
+        load_config(path, TOKEN_ENV)
     # A missing *default* file means environment-only configuration.
     monkeypatch.setattr(agent.config, "DEFAULT_CONFIG_PATH", tmp_path / "missing.yaml")
     cfg = load_config(None, {**TOKEN_ENV, "SPOKEHUB_HUB_URL": "http://h:1"})
