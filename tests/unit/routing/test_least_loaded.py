@@ -4,25 +4,17 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from hub.config import WorkerSpec
 from hub.registry import Worker
 from hub.routing.least_loaded import LeastLoaded
+from tests.unit.routing.support import pick_names, worker
 
 
 def _w(name: str, **fields: object) -> Worker:
-    w = Worker(spec=WorkerSpec(name=name, url=f"http://{name}"), healthy=True)
-    for key, value in fields.items():
-        setattr(w, key, value)
-    return w
+    return worker(name, **fields)
 
 
 def _names(policy: LeastLoaded, candidates: Sequence[Worker], n: int) -> list[str]:
-    out = []
-    for _ in range(n):
-        w = policy.pick(candidates)
-        assert w is not None
-        out.append(w.name)
-    return out
+    return pick_names(policy, candidates, n)
 
 
 def test_of_two_always_the_less_loaded() -> None:

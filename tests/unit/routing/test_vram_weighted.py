@@ -7,26 +7,18 @@ from itertools import groupby
 
 import pytest
 
-from hub.config import ConfigError, WorkerSpec
+from hub.config import ConfigError
 from hub.registry import Worker
 from hub.routing.vram_weighted import VramWeighted, VramWeightedConfig, parse_vram_weighted
+from tests.unit.routing.support import pick_names, worker
 
 
 def _w(name: str, vram_mb: float | None = None, **fields: object) -> Worker:
-    w = Worker(spec=WorkerSpec(name=name, url=f"http://{name}"), healthy=True,
-               vram_free_mb=vram_mb)
-    for key, value in fields.items():
-        setattr(w, key, value)
-    return w
+    return worker(name, vram_free_mb=vram_mb, **fields)
 
 
 def _names(policy: VramWeighted, candidates: Sequence[Worker], n: int) -> list[str]:
-    out = []
-    for _ in range(n):
-        w = policy.pick(candidates)
-        assert w is not None
-        out.append(w.name)
-    return out
+    return pick_names(policy, candidates, n)
 
 
 def _assert_split(picks: list[str], weights: dict[str, float], tolerance: float = 0.05) -> None:
