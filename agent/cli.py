@@ -18,7 +18,7 @@ import sys
 from agent import __version__
 from agent.config import DEFAULT_CONFIG_PATH, LOG_LEVELS, load_config
 from agent.daemon import collect_once, send_once, serve, setup_logging
-from hub.confkit import ConfigError
+from hub.config.kit import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from hub.confkit import ConfigError, check_url, read_yaml
+from hub.config.kit import ConfigError, check_url, read_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/spokehub/agent.yaml")
 WORKER_KINDS = ("llamacpp", "ollama")

@@ -31,7 +31,7 @@ from agent.heartbeat import (
     build_heartbeat,
 )
 from agent.probe import WorkerStatus, probe
-from hub.confkit import ConfigError
+from hub.config.kit import ConfigError
 from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.agent")

@@ -38,7 +38,7 @@ from typing import Any
 
 from hub.admission.caps import Caps
 from hub.admission.token_bucket import TokenBucket
-from hub.confkit import ConfigError, Section
+from hub.config.kit import ConfigError, Section
 from hub.errors import AdmissionRejected
 
 
@@ -242,7 +242,7 @@ def _limits(layer: dict[str, Any]) -> TenantLimits:
 
 
 def parse_admission(raw: object, path: str = "admission") -> AdmissionConfig:
-    """Check the ``admission:`` mapping; raises hub.config.ConfigError naming the key."""
+    """Check the ``admission:`` mapping; raises hub.config.kit.ConfigError naming the key."""
 
     s = Section(raw, path)
     base = _layer(s)

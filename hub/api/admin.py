@@ -6,11 +6,11 @@ import logging
 
 from aiohttp import web
 
-from hub.config import ConfigError, load_config
+from hub.config.schema import ConfigError, load_config
 from hub.errors import BadRequest, NotFound
-from hub.keys import HUB
-from hub.registry import Worker
-from hub.runtime import Hub
+from hub.fleet.registry import Worker
+from hub.runtime.hub import Hub
+from hub.runtime.keys import HUB
 
 log = logging.getLogger("spokehub.admin")
 

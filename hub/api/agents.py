@@ -8,7 +8,7 @@ from aiohttp import web
 
 from hub.api.body import read_body
 from hub.errors import InvalidJSON, NotFound
-from hub.keys import HUB
+from hub.runtime.keys import HUB
 
 MAX_HEARTBEAT_BYTES = 256 * 1024
 

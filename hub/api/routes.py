@@ -15,10 +15,10 @@ from hub.api.agents import add_agent_routes
 from hub.api.body import parse_payload, read_body, with_model
 from hub.api.status import add_status_routes
 from hub.auth.principal import require_model
-from hub.call import Call
 from hub.errors import HubError
-from hub.keys import HUB
-from hub.logs import log_call
+from hub.forward.call import Call
+from hub.observe.logs import log_call
+from hub.runtime.keys import HUB
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

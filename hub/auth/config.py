@@ -36,9 +36,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hub.confkit import ConfigError, Section
+from hub.config.kit import ConfigError, Section
 
-# hub.config embeds AuthConfig, so this module must import without hub.config:
+# hub.config.schema embeds AuthConfig, so this module must import without it:
 # the parsers below import it when called.
 
 HMAC_ALGS = ("HS256", "HS384", "HS512")
@@ -149,7 +149,7 @@ def _public_paths(s: Section) -> tuple[str, ...]:
 
 
 def parse_auth(raw: object, path: str = "auth") -> AuthConfig:
-    """Check the ``auth:`` mapping; raises hub.config.ConfigError naming the key."""
+    """Check the ``auth:`` mapping; raises hub.config.kit.ConfigError naming the key."""
 
     s = Section(raw, path)
     leeway = s.number("leeway_s", 30.0, lo=0.0, exclusive_lo=False)

@@ -32,7 +32,7 @@ from hub.auth.config import (
     KeySpec,
 )
 from hub.auth.principal import InvalidToken
-from hub.config import ConfigError
+from hub.config.kit import ConfigError
 
 PublicKey: TypeAlias = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey
                         | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)

@@ -5,8 +5,8 @@ from typing import Protocol
 
 import aiohttp
 
-from hub.config import WorkerSpec
-from hub.registry import ProbeResult
+from hub.config.workers import WorkerSpec
+from hub.fleet.registry import ProbeResult
 
 
 class StreamTranslator(Protocol):

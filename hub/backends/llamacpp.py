@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 
 from hub.backends.base import Translator, openai_model_ids
-from hub.config import WorkerSpec
-from hub.registry import ProbeResult
+from hub.config.workers import WorkerSpec
+from hub.fleet.registry import ProbeResult
 
 
 class LlamaCppBackend:

@@ -13,8 +13,8 @@ import aiohttp
 
 from hub.backends.base import Translator, api_key_headers
 from hub.backends.ollama_native import NativeChat
-from hub.config import WorkerSpec
-from hub.registry import ProbeResult
+from hub.config.workers import WorkerSpec
+from hub.fleet.registry import ProbeResult
 
 
 class _Unavailable(Exception):

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from hub.registry import Worker
+    from hub.fleet.registry import Worker
 
 
 class Policy(Protocol):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from hub.routing import load
 
 if TYPE_CHECKING:
-    from hub.registry import Worker
+    from hub.fleet.registry import Worker
 
 
 def _key(w: Worker) -> tuple[float, float]:

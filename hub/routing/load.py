@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hub.registry import Worker
+    from hub.fleet.registry import Worker
 
 
 def capacity(w: Worker) -> int | None:

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hub.confkit import Section
+from hub.config.kit import Section
 from hub.routing import load
 
 if TYPE_CHECKING:
-    from hub.registry import Worker
+    from hub.fleet.registry import Worker
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import pytest
 
 from hub.admission.caps import Caps
 from hub.admission.limiter import AdmissionConfig, TenantLimits, parse_admission
-from hub.config import ConfigError
+from hub.config.schema import ConfigError
 
 
 def test_absent_section_admits_everything() -> None:

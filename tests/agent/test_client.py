@@ -36,7 +36,7 @@ def test_agent_runtime_does_not_import_aiohttp() -> None:
     # Of the hub, only the package's version string, the stdlib-only config checks and
     # the small client come along.
     hub = {m for m in modules if m == "hub" or m.startswith("hub.")}
-    assert hub == {"hub", "hub.confkit", "hub.upstream", "hub.upstream.errors",
+    assert hub == {"hub", "hub.config", "hub.config.kit", "hub.upstream", "hub.upstream.errors",
                    "hub.upstream.http1", "hub.upstream.pool"}
 
 

@@ -14,7 +14,7 @@ import yaml
 import agent.config
 from agent.cli import main
 from agent.config import load_config, parse_config
-from hub.confkit import ConfigError
+from hub.config.kit import ConfigError
 from tests.support.procs import ROOT
 
 BASE: dict[str, Any] = {"hub_url": "http://hub.internal:8080/", "agent_id": "gpu-box-1"}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from hub.auth.config import DEFAULT_PUBLIC_PATHS, AuthConfig, KeySpec, parse_auth
-from hub.config import ConfigError
+from hub.config.schema import ConfigError
 
 
 def test_defaults() -> None:

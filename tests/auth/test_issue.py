@@ -12,12 +12,12 @@ import jwt
 import pytest
 import yaml
 
-from hub.auth.cli import add_token_commands
 from hub.auth.issue import TokenError, inspect_token, issue_token, parse_ttl
 from hub.auth.keys import KeyRing
 from hub.auth.principal import Principal, TokenExpired
 from hub.auth.verifier import Verifier
-from hub.config import ConfigError
+from hub.cli.token import add_token_commands
+from hub.config.schema import ConfigError
 from tests.auth.conftest import (
     HS_ENV,
     HS_SECRET,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hub.auth.config import parse_auth
 from hub.auth.keys import KeyRing, RingKey, fingerprint, load_signing_key
 from hub.auth.principal import InvalidToken
-from hub.config import ConfigError
+from hub.config.schema import ConfigError
 from tests.auth.conftest import HS_ENV, HS_SECRET, KeyFiles, auth_cfg, hs_entry, pem_entry
 
 

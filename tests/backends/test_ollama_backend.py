@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletionChunk
 from hub.backends import backend_for
 from hub.backends.ollama import OllamaBackend
 from hub.backends.ollama_native import NdjsonToSse, chat_request
-from hub.config import WORKER_KINDS, WorkerSpec, parse_worker
+from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
 from tests.support.ollama_proc import OllamaFake
 
 TIMEOUT = aiohttp.ClientTimeout(total=2)

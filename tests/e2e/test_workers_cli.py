@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from hub.workers_cli import COLUMNS
+from hub.cli.workers import COLUMNS
 from tests.e2e.fleet import (
     JWT_ENV,
     AgentProcess,

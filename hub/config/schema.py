@@ -1,0 +1,208 @@
+"""YAML configuration, parsed once into frozen dataclasses.
+
+Every validation error names the offending key (``workers[1].url: ...``) so an
+operator can fix the file without reading a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hub.admission.limiter import AdmissionConfig, parse_admission
+from hub.auth.config import AuthConfig, parse_auth
+from hub.config.kit import ConfigError, Section, read_yaml
+from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
+from hub.resilience.breaker import BreakerConfig, parse_breaker
+from hub.resilience.outlier import OutlierConfig, parse_outlier
+from hub.resilience.retry_budget import RetryBudgetConfig, parse_retry_budget
+from hub.routing.vram_weighted import VramWeightedConfig, parse_vram_weighted
+
+__all__ = [
+    "ROUTING_POLICIES",
+    "WORKER_KINDS",
+    "Agents",
+    "Config",
+    "ConfigError",
+    "Health",
+    "Limits",
+    "Listen",
+    "Resilience",
+    "Routing",
+    "Timeouts",
+    "WorkerSpec",
+    "load_config",
+    "parse_config",
+    "parse_worker",
+]
+
+ROUTING_POLICIES = ("round_robin", "vram_weighted", "least_loaded")
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    policy: str = "round_robin"
+    max_attempts: int = 3
+    vram_weighted: VramWeightedConfig = field(default_factory=VramWeightedConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Resilience:
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    outlier: OutlierConfig = field(default_factory=OutlierConfig)
+    retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    interval_s: float = 5.0
+    timeout_s: float = 2.0
+    unhealthy_after: int = 1
+    healthy_after: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Upstream timeouts. CPU inference is slow, so the defaults are generous."""
+
+    connect_s: float = 2.0
+    first_byte_s: float = 120.0
+    idle_s: float = 60.0
+    total_s: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Agents:
+    """Workers registered by agents' heartbeats (POST /v1/agents/heartbeat)."""
+
+    enabled: bool = True
+    ttl_s: float = 15.0  # no heartbeat for this long: the worker gets no traffic
+    remove_after_s: float = 600.0  # ... and after this long it is forgotten
+    state_file: str | None = None  # persist agent workers here across hub restarts
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: Listen = field(default_factory=Listen)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    routing: Routing = field(default_factory=Routing)
+    health: Health = field(default_factory=Health)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    agents: Agents = field(default_factory=Agents)
+    resilience: Resilience = field(default_factory=Resilience)
+    workers: tuple[WorkerSpec, ...] = ()
+    log_level: str = "info"
+    shutdown_grace_s: float = 30.0
+
+
+def _listen(s: Section) -> Listen:
+    out = Listen(host=s.text("host", "127.0.0.1"), port=s.integer("port", 8080, lo=0, hi=65535))
+    s.done()
+    return out
+
+
+def _routing(s: Section) -> Routing:
+    out = Routing(policy=s.text("policy", "round_robin", choices=ROUTING_POLICIES),
+                  max_attempts=s.integer("max_attempts", 3, lo=1, hi=10),
+                  vram_weighted=parse_vram_weighted(s.get("vram_weighted"),
+                                                    s.key("vram_weighted")))
+    s.done()
+    return out
+
+
+def _resilience(s: Section) -> Resilience:
+    out = Resilience(breaker=parse_breaker(s.get("breaker"), s.key("breaker")),
+                     outlier=parse_outlier(s.get("outlier"), s.key("outlier")),
+                     retry_budget=parse_retry_budget(s.get("retry_budget"),
+                                                     s.key("retry_budget")))
+    s.done()
+    return out
+
+
+def _health(s: Section) -> Health:
+    out = Health(interval_s=s.number("interval_s", 5.0),
+                 timeout_s=s.number("timeout_s", 2.0),
+                 unhealthy_after=s.integer("unhealthy_after", 1, lo=1),
+                 healthy_after=s.integer("healthy_after", 1, lo=1))
+    s.done()
+    return out
+
+
+def _timeouts(s: Section) -> Timeouts:
+    d = Timeouts()
+    out = Timeouts(connect_s=s.number("connect_s", d.connect_s),
+                   first_byte_s=s.number("first_byte_s", d.first_byte_s),
+                   idle_s=s.number("idle_s", d.idle_s),
+                   total_s=s.number("total_s", d.total_s))
+    s.done()
+    return out
+
+
+def _limits(s: Section) -> Limits:
+    out = Limits(max_body_bytes=s.integer("max_body_bytes", 1 << 20, lo=1024))
+    s.done()
+    return out
+
+
+def _agents(s: Section) -> Agents:
+    out = Agents(enabled=s.flag("enabled", True),
+                 ttl_s=s.number("ttl_s", 15.0),
+                 remove_after_s=s.number("remove_after_s", 600.0),
+                 state_file=s.text("state_file"))
+    s.done()
+    if out.remove_after_s < out.ttl_s:
+        raise ConfigError(f"{s.path}.remove_after_s: must be >= ttl_s ({out.ttl_s})")
+    return out
+
+
+def parse_config(raw: object) -> Config:
+    root = Section(raw, "")
+    workers: list[WorkerSpec] = []
+    names: set[str] = set()
+    for i, w in enumerate(root.items("workers")):
+        spec = parse_worker(w, f"workers[{i}]")
+        if spec.name in names:
+            raise ConfigError(f"workers[{i}].name: duplicate worker name {spec.name!r}")
+        names.add(spec.name)
+        workers.append(spec)
+    aliases_s = root.section("aliases")
+    aliases: dict[str, str] = {}
+    for key in list(aliases_s.data):
+        aliases[str(key)] = aliases_s.text(key, required=True)
+    cfg = Config(
+        listen=_listen(root.section("listen")),
+        auth=parse_auth(root.get("auth"), "auth"),
+        admission=parse_admission(root.get("admission"), "admission"),
+        routing=_routing(root.section("routing")),
+        health=_health(root.section("health")),
+        timeouts=_timeouts(root.section("timeouts")),
+        limits=_limits(root.section("limits")),
+        aliases=aliases,
+        agents=_agents(root.section("agents")),
+        resilience=_resilience(root.section("resilience")),
+        workers=tuple(workers),
+        log_level=root.text("log_level", "info",
+                            choices=("debug", "info", "warning", "error")),
+        shutdown_grace_s=root.number("shutdown_grace_s", 30.0),
+    )
+    root.done()
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(read_yaml(Path(path)))

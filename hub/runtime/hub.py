@@ -1,0 +1,116 @@
+"""The hub's live state: config, registry, metrics and proxy, and config reload.
+
+aiohttp freezes app state once serving starts, so everything that a reload may
+change lives on this one object, read per request as ``app[HUB].config``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from hub.admission.limiter import Admission
+from hub.auth.keys import KeyRing
+from hub.auth.principal import Principal, require_scope
+from hub.auth.verifier import Verifier
+from hub.config.schema import Config
+from hub.fleet.agents import AgentBook
+from hub.fleet.registry import Registry
+from hub.forward.proxy import Proxy
+from hub.observe.metrics import Metrics
+
+log = logging.getLogger("spokehub.runtime")
+
+# Who a request is when auth is off: one tenant, every scope.
+ANONYMOUS = Principal(sub="anonymous", tenant="default",
+                      scopes=frozenset({"infer", "admin", "agent"}), models=None)
+
+
+def build_verifier(config: Config) -> Verifier | None:
+    """Read the configured keys (files, env) into a fresh verifier; raises ConfigError."""
+    if not config.auth.enabled:
+        return None
+    return Verifier(config.auth, KeyRing.load(config.auth))
+
+
+class Hub:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.registry = Registry(config.workers, healthy_after=config.health.healthy_after,
+                                 unhealthy_after=config.health.unhealthy_after)
+        self._proxy: Proxy | None = None
+        self.metrics = Metrics(self.registry, lambda: self._proxy)
+        self.agents = AgentBook(self.registry, config.agents)
+        self.admission = Admission(config.admission)
+        self.verifier = build_verifier(config)
+
+    def authorize(self, authorization: str | None, scope: str) -> Principal:
+        """The caller's principal, checked for ``scope``; raises a 401/403 HubError."""
+        verifier = self.verifier
+        if verifier is None:
+            return ANONYMOUS
+        principal = verifier.verify(authorization)
+        require_scope(principal, scope)
+        return principal
+
+    def authorize_path(self, path: str, authorization: str | None) -> None:
+        """Health and metrics endpoints: open if listed in ``auth.public_paths``, else admin."""
+        if path not in self.config.auth.public_paths:
+            self.authorize(authorization, "admin")
+
+    @property
+    def proxy(self) -> Proxy:
+        assert self._proxy is not None, "upstream context not started"
+        return self._proxy
+
+    @proxy.setter
+    def proxy(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+        self.registry.on_remove.append(proxy.forget)
+
+    def apply(self, new: Config) -> list[str]:
+        """Switch to ``new`` without touching in-flight requests; returns what changed.
+
+        Keys are read first: if that fails (ConfigError), nothing has changed.
+        """
+        verifier = build_verifier(new)  # always fresh: a rotated key file needs a new cache
+        old = self.config
+        changes: list[str] = []
+        if new.listen != old.listen:
+            changes.append("listen: needs a restart to take effect (kept the old address)")
+            new = replace(new, listen=old.listen)
+        old_specs = {w.name: w for w in old.workers}
+        new_specs = {w.name: w for w in new.workers}
+        for name in old_specs.keys() - new_specs.keys():
+            worker = self.registry.get(name)
+            if worker is not None and worker.source == "config":
+                self.registry.remove(name)
+                changes.append(f"worker {name}: removed")
+        for name, spec in new_specs.items():
+            worker = self.registry.get(name)
+            if worker is None:
+                self.registry.add(spec)
+                changes.append(f"worker {name}: added")
+            elif worker.source != "config":
+                changes.append(f"worker {name}: name taken by {worker.source}; not added")
+            elif worker.spec != spec:
+                self.registry.replace_spec(worker, spec)
+                changes.append(f"worker {name}: updated")
+        self.verifier = verifier
+        if new.admission != old.admission:
+            self.admission = Admission(new.admission)
+        self.agents.settings = new.agents
+        self.registry.healthy_after = new.health.healthy_after
+        self.registry.unhealthy_after = new.health.unhealthy_after
+        for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
+                        "aliases", "agents", "resilience"):
+            if getattr(new, section) != getattr(old, section):
+                changes.append(f"{section}: updated")
+        self.config = new
+        if self._proxy is not None:
+            self._proxy.configure(new)
+        return changes
+
+    def __repr__(self) -> str:
+        return f"<Hub {self.registry!r} policy={self.config.routing.policy}>"

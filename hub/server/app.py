@@ -1,0 +1,82 @@
+"""Build the aiohttp application: state, resources (started in order, closed in reverse), routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from hub.api.middleware import error_middleware
+from hub.api.routes import add_routes
+from hub.config.schema import Config
+from hub.fleet.prober import Prober
+from hub.forward.proxy import Proxy
+from hub.runtime.hub import Hub
+from hub.runtime.keys import HUB, UPSTREAM
+from hub.upstream import Pool
+
+
+async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Upstream connections: the hot path's own keep-alive pool; aiohttp for probes."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30,
+                                     enable_cleanup_closed=False)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                    skip_auto_headers=("User-Agent",))
+    app[UPSTREAM] = session
+    hub = app[HUB]
+    pool = Pool()
+    hub.proxy = Proxy(hub.registry, pool, hub.config)
+    yield
+    pool.close()
+    await session.close()
+
+
+async def prober_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB]
+    prober = Prober(hub.registry, app[UPSTREAM], lambda: hub.config.health,
+                    after_round=hub.proxy.review_latency)
+    await prober.probe_all()  # know who is up before taking traffic
+    task = asyncio.create_task(prober.run(), name="spokehub-prober")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Restore persisted agent workers, then expire silent agents every second."""
+    hub = app[HUB]
+    hub.agents.load()
+
+    async def expire_loop() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            hub.agents.expire()
+
+    task = asyncio.create_task(expire_loop(), name="spokehub-agent-expiry")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    hub.agents.save()
+
+
+async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer is JSON, SSE or a static file: browsers must not guess otherwise."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
+def build_app(config: Config, config_path: str | None = None) -> web.Application:
+    # The body cap is enforced per request from the live config (api/body.py), so a
+    # reload can change it; aiohttp's own cap is only a hard ceiling.
+    app = web.Application(middlewares=[error_middleware], client_max_size=1 << 30)
+    app[HUB] = Hub(config, config_path)
+    app.cleanup_ctx.append(agents_ctx)
+    app.cleanup_ctx.append(upstream_ctx)
+    app.cleanup_ctx.append(prober_ctx)
+    app.on_response_prepare.append(_nosniff)
+    add_routes(app)
+    return app
