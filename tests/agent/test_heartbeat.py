@@ -21,7 +21,8 @@ from agent.config import AgentConfig, Secret, make_target, parse_config
 from agent.daemon import Agent
 from agent.gpu import GpuReader, HostInfo
 from agent.heartbeat import Backoff, HubClient, build_heartbeat, parse_reply
-from tests.agent.fakes import FakeHub, Server, fake_llamacpp, fake_ollama
+from tests.agent.fakes import FakeHub
+from tests.probing.fakes import Server, fake_llamacpp, fake_ollama
 from tests.support.llama import LlamaWorker
 from tests.support.procs import ROOT, free_port
 
