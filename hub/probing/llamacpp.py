@@ -9,7 +9,7 @@ from typing import Any
 
 from hub.probing.openai import model_entries
 from hub.probing.result import ProbeResult
-from hub.probing.session import NoAnswer, ProbeSession, http_problem
+from hub.probing.session import NoAnswer, ProbeSession
 
 
 def parse_models(doc: Any) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
@@ -52,36 +52,32 @@ def parse_props_slots(doc: Any) -> int | None:
 
 async def _models(s: ProbeSession) -> tuple[tuple[tuple[str, ...], tuple[str, ...]] | None,
                                             str | None]:
-    status, doc, problem = await s.try_get("/v1/models")
-    if status is None:
+    doc, problem = await s.read("/v1/models")
+    if problem is not None:
         return None, problem
-    if status != 200:
-        return None, http_problem("/v1/models", status)
     parsed = parse_models(doc)
     return parsed, None if parsed is not None else "/v1/models: not a model list"
 
 
 async def _slots(s: ProbeSession) -> tuple[int | None, int | None]:
     """(total, busy); busy is None when only ``/props`` answers, both when neither does."""
-    status, doc, _ = await s.try_get("/slots")
+    try:
+        status, doc = await s.get("/slots")
+    except NoAnswer:
+        return None, None
     if status == 200 and (slots := parse_slots(doc)) is not None:
         return slots
     if status not in (404, 501):
         return None, None
     # /slots disabled (--no-slots): the slot count is still in /props.
-    status, doc, _ = await s.try_get("/props")
-    return (parse_props_slots(doc) if status == 200 else None), None
+    props, _ = await s.read("/props")
+    return parse_props_slots(props), None
 
 
 async def probe(s: ProbeSession) -> ProbeResult:
-    try:
-        status, _ = await s.get("/health")
-    except NoAnswer as exc:
-        return ProbeResult(healthy=False, reachable=exc.reachable, detail=exc.first_detail)
-    if status == 503:
-        return ProbeResult(healthy=False, detail="loading model")
-    if status != 200:
-        return ProbeResult(healthy=False, detail=http_problem("/health", status))
+    _, down = await s.check("/health", {503: "loading model"})
+    if down is not None:
+        return down
     (models, problem), (total, busy) = await asyncio.gather(_models(s), _slots(s))
     return ProbeResult(healthy=True, detail=problem or "ok",
                        models=models[0] if models else None,

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from hub.probing.result import ProbeResult
-from hub.probing.session import NoAnswer, ProbeSession, http_problem
+from hub.probing.session import ProbeSession
 
 
 def _names(doc: Any) -> list[tuple[str, dict[str, Any]]] | None:
@@ -42,28 +42,15 @@ def parse_ps(doc: Any) -> tuple[tuple[str, ...], int] | None:
     return tuple(name for name, _ in entries), vram
 
 
-async def _read(s: ProbeSession, path: str) -> tuple[Any, str | None]:
-    """(document, problem) of one listing; the document is None when unusable."""
-    status, doc, problem = await s.try_get(path)
-    if status is None:
-        return None, problem
-    if status != 200:
-        return None, http_problem(path, status)
-    return doc, None
-
-
 async def probe(s: ProbeSession) -> ProbeResult:
-    try:
-        status, doc = await s.get("/api/version")
-    except NoAnswer as exc:
-        return ProbeResult(healthy=False, reachable=exc.reachable, detail=exc.first_detail)
-    if status != 200:
-        return ProbeResult(healthy=False, detail=http_problem("/api/version", status))
+    doc, down = await s.check("/api/version")
+    if down is not None:
+        return down
     version = doc.get("version") if isinstance(doc, dict) else None
     if not isinstance(version, str):
         return ProbeResult(healthy=False, detail="/api/version: not an Ollama answer")
     (tags_doc, tags_problem), (ps_doc, ps_problem) = await asyncio.gather(
-        _read(s, "/api/tags"), _read(s, "/api/ps"))
+        s.read("/api/tags"), s.read("/api/ps"))
     models = parse_tags(tags_doc)
     ps = parse_ps(ps_doc)
     problems = [p or f"{path}: not a model list" for path, p, ok in (

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.probing.result import ProbeResult
-from hub.probing.session import NoAnswer, ProbeSession, http_problem
+from hub.probing.session import ProbeSession
 
 
 def model_entries(doc: Any) -> list[tuple[str, dict[str, Any]]] | None:
@@ -25,12 +25,9 @@ def parse_model_ids(doc: Any) -> tuple[str, ...] | None:
 
 
 async def probe(s: ProbeSession) -> ProbeResult:
-    try:
-        status, doc = await s.get("/models")
-    except NoAnswer as exc:
-        return ProbeResult(healthy=False, reachable=exc.reachable, detail=exc.first_detail)
-    if status != 200:
-        return ProbeResult(healthy=False, detail=http_problem("/models", status))
+    doc, down = await s.check("/models")
+    if down is not None:
+        return down
     models = parse_model_ids(doc)
     if models is None:
         return ProbeResult(healthy=False, detail="/models: not a model list")

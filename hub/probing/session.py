@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from hub.probing.http import TRANSPORT_ERRORS, AnswerTooLarge, describe_error, fetch, parse_json
+from hub.probing.result import ProbeResult
 from hub.upstream import Pool
 
 
@@ -22,14 +24,8 @@ class NoAnswer(Exception):
         self.reason = reason
         self.reachable = reachable
 
-    @property
-    def first_detail(self) -> str:
-        """The detail when the first request of a probe fails: a worker that cannot be
-        reached is described as such; anything it did answer names the path."""
-        return f"{self.path}: {self.reason}" if self.reachable else self.reason
 
-
-def http_problem(path: str, status: int) -> str:
+def _http_problem(path: str, status: int) -> str:
     detail = f"{path}: HTTP {status}"
     return f"{detail} (redirects are not followed)" if 300 <= status < 400 else detail
 
@@ -59,11 +55,29 @@ class ProbeSession:
             raise NoAnswer(path, describe_error(exc), reachable=False) from None
         return status, parse_json(body)
 
-    async def try_get(self, path: str) -> tuple[int | None, Any, str | None]:
-        """(status, document, problem): the status is None when nothing usable came,
-        and ``problem`` then says why, naming the path."""
+    async def check(self, path: str, meanings: Mapping[int, str] | None = None,
+                    ) -> tuple[Any, ProbeResult | None]:
+        """The health check: (the document at ``path``, None) when it answers 200, else
+        (None, the unhealthy result). ``meanings`` words some statuses (503: loading)."""
         try:
             status, doc = await self.get(path)
         except NoAnswer as exc:
-            return None, None, str(exc)
-        return status, doc, None
+            # A worker that cannot be reached is described as such; anything it did
+            # answer names the path.
+            detail = str(exc) if exc.reachable else exc.reason
+            return None, ProbeResult(healthy=False, reachable=exc.reachable, detail=detail)
+        if status != 200:
+            detail = (meanings or {}).get(status) or _http_problem(path, status)
+            return None, ProbeResult(healthy=False, detail=detail)
+        return doc, None
+
+    async def read(self, path: str) -> tuple[Any, str | None]:
+        """A listing: (the document at ``path``, None) when it answers 200, else (None,
+        the problem, naming the path)."""
+        try:
+            status, doc = await self.get(path)
+        except NoAnswer as exc:
+            return None, str(exc)
+        if status != 200:
+            return None, _http_problem(path, status)
+        return doc, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,13 +18,10 @@ from hub.backends.ollama_native import NativeChat, NdjsonToSse, chat_request
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
 from tests.support.ollama_proc import OllamaFake
 
-MODELS = ["llama3.2:3b", "qwen2:0.5b"]
 
-
-@pytest.fixture(scope="module")
-def ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaFake]:
-    fake = OllamaFake(tmp_path_factory.mktemp("ollama"), models=MODELS,
-                      loaded=["llama3.2:3b"]).start()
+@pytest.fixture
+def ollama(tmp_path: Path) -> Iterator[OllamaFake]:
+    fake = OllamaFake(tmp_path, models=["llama3.2:3b"]).start()
     yield fake
     fake.stop()
 

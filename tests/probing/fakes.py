@@ -4,13 +4,16 @@ redirect, an endless or oversized body)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from hub.probing import ProbeResult, probe
+from hub.upstream import Pool
 from tests.support.procs import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,6 +41,25 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[Server]:
+    """``app`` served on 127.0.0.1 for the length of the block."""
+    server = Server(app)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def probe_app(pool: Pool, app: web.Application, kind: str = "llamacpp", *,
+                    path: str = "", headers: dict[str, str] | None = None,
+                    timeout_s: float = 5.0) -> ProbeResult:
+    """Serve ``app`` for one probe of the worker at ``path`` below it."""
+    async with serving(app) as server:
+        return await probe(pool, kind, f"{server.url}{path}", headers, timeout_s)
 
 
 HITS = web.AppKey("hits", Counter)  # path -> requests the fake answered

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
-from hub.probing.http import AnswerTooLarge, describe_error, fetch, new_pool, parse_json
+from hub.probing.http import AnswerTooLarge, describe_error, fetch, parse_json
 from hub.upstream import Pool, UpstreamConnectFailed, UpstreamProtocolError
 from tests.probing.fakes import Server, fake_llamacpp, padded
 
 TIMEOUT = 5.0
 CAP = 64 * 1024
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[Pool]:
-    pool = new_pool()
-    yield pool
-    pool.close()
 
 
 async def test_sends_headers_and_body(pool: Pool) -> None:

@@ -3,92 +3,63 @@ does not follow redirects, and refuses oversized answers, like the agent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from hub.config.schema import Health
 from hub.config.workers import WorkerSpec
 from hub.fleet.prober import Prober
-from hub.fleet.registry import Registry
-from hub.probing.http import MAX_ANSWER_BYTES, new_pool
+from hub.fleet.registry import Registry, Worker
+from hub.probing.http import MAX_ANSWER_BYTES
 from hub.upstream import Pool
 from tests.conftest import workers_config
-from tests.probing.fakes import HITS, Server, fake_llamacpp, fake_openai, redirecting
+from tests.probing.fakes import HITS, fake_llamacpp, fake_openai, redirecting, serving
 from tests.support.hubproc import HubProcess
 from tests.support.llama import LlamaWorker
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[Pool]:
-    pool = new_pool()
-    yield pool
-    pool.close()
-
-
-def _prober(pool: Pool, *specs: WorkerSpec) -> tuple[Prober, Registry]:
-    registry = Registry(specs)
-    return Prober(registry, pool, lambda: Health(timeout_s=5.0)), registry
+async def _after_a_round(pool: Pool, app: web.Application, *, path: str = "",
+                        **spec: Any) -> Worker:
+    """The registry's worker ``w`` (served by ``app``) after one round of probes."""
+    async with serving(app) as server:
+        registry = Registry([WorkerSpec(name="w", url=f"{server.url}{path}", **spec)])
+        await Prober(registry, pool, lambda: Health(timeout_s=5.0)).probe_all()
+    worker = registry.get("w")
+    assert worker is not None
+    return worker
 
 
 async def test_slots_and_router_mode_loaded_models(pool: Pool) -> None:
-    server = Server(fake_llamacpp(slots=3, busy=2, router={"a": "loaded", "b": "unloaded"}))
-    await server.start()
-    try:
-        prober, registry = _prober(pool, WorkerSpec(name="w", url=server.url))
-        await prober.probe_all()
-    finally:
-        await server.stop()
-    w = registry.get("w")
-    assert w is not None and w.healthy and w.detail == "ok"
+    w = await _after_a_round(pool, fake_llamacpp(slots=3, busy=2,
+                                                 router={"a": "loaded", "b": "unloaded"}))
+    assert w.healthy and w.detail == "ok"
     assert (w.slots_total, w.slots_busy) == (3, 2)
     assert (w.models, w.loaded_models) == (frozenset({"a", "b"}), frozenset({"a"}))
 
 
 async def test_a_redirecting_worker_is_down_and_the_redirect_not_followed(
         pool: Pool) -> None:
-    real = Server(fake_llamacpp())
-    await real.start()
-    redirect = Server(redirecting(real.url))
-    await redirect.start()
-    try:
-        prober, registry = _prober(pool, WorkerSpec(name="w", url=redirect.url))
-        await prober.probe_all()
-    finally:
-        await redirect.stop()
-        await real.stop()
-    w = registry.get("w")
-    assert w is not None and not w.healthy
-    assert w.detail == "/health: HTTP 302 (redirects are not followed)"
+    async with serving(fake_llamacpp()) as real:
+        w = await _after_a_round(pool, redirecting(real.url))
+    assert not w.healthy and w.detail == "/health: HTTP 302 (redirects are not followed)"
     assert real.app[HITS] == {}
 
 
 async def test_an_oversized_answer_takes_a_worker_down(pool: Pool) -> None:
-    server = Server(fake_llamacpp(sizes={"/health": MAX_ANSWER_BYTES + 1}, chunked=True))
-    await server.start()
-    try:
-        prober, registry = _prober(pool, WorkerSpec(name="w", url=server.url))
-        await prober.probe_all()
-    finally:
-        await server.stop()
-    w = registry.get("w")
-    assert w is not None and not w.healthy and w.detail == "/health: answer over 4 MiB"
+    w = await _after_a_round(pool, fake_llamacpp(sizes={"/health": MAX_ANSWER_BYTES + 1},
+                                                 chunked=True))
+    assert not w.healthy and w.detail == "/health: answer over 4 MiB"
 
 
 async def test_openai_workers_are_probed_with_their_api_key(
         pool: Pool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UPSTREAM_KEY", "sk-1")
-    server = Server(fake_openai(["gpt-x"], key="sk-1"))
-    await server.start()
-    try:
-        prober, registry = _prober(
-            pool, WorkerSpec(name="o", url=f"{server.url}/v1", kind="openai",
-                             api_key_env="UPSTREAM_KEY"))
-        await prober.probe_all()
-    finally:
-        await server.stop()
-    w = registry.get("o")
-    assert w is not None and w.healthy and w.models == frozenset({"gpt-x"})
+    w = await _after_a_round(pool, fake_openai(["gpt-x"], key="sk-1"), path="/v1",
+                             kind="openai", api_key_env="UPSTREAM_KEY")
+    assert w.healthy and w.models == frozenset({"gpt-x"})
 
 
 def test_admin_workers_shows_slots_of_a_config_worker(

@@ -4,37 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from hub.probing import ProbeResult, probe
-from hub.probing.http import MAX_ANSWER_BYTES, fetch, new_pool
+from hub.probing.http import MAX_ANSWER_BYTES, fetch
 from hub.probing.llamacpp import parse_models, parse_props_slots, parse_slots
 from hub.upstream import Pool
-from tests.probing.fakes import HITS, Handler, Server, fake_llamacpp, redirecting
+from tests.probing.fakes import (
+    HITS,
+    Handler,
+    fake_llamacpp,
+    probe_app,
+    redirecting,
+    serving,
+)
 from tests.support.llama import LlamaWorker
 from tests.support.procs import free_port
 
 TIMEOUT = 5.0
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[Pool]:
-    pool = new_pool()
-    yield pool
-    pool.close()
-
-
 async def _probe_fake(pool: Pool, **fake: Any) -> ProbeResult:
-    server = Server(fake_llamacpp(**fake))
-    await server.start()
-    try:
-        return await probe(pool, "llamacpp", server.url, None, TIMEOUT)
-    finally:
-        await server.stop()
+    return await probe_app(pool, fake_llamacpp(**fake))
 
 
 # -- real llama.cpp --------------------------------------------------------------------
@@ -107,15 +102,8 @@ async def test_router_mode_lists_all_models_and_loads_some(pool: Pool) -> None:
 
 
 async def test_a_redirect_is_not_followed(pool: Pool) -> None:
-    healthy = Server(fake_llamacpp())
-    await healthy.start()
-    redirect = Server(redirecting(healthy.url))
-    await redirect.start()
-    try:
-        result = await probe(pool, "llamacpp", redirect.url, None, TIMEOUT)
-    finally:
-        await redirect.stop()
-        await healthy.stop()
+    async with serving(fake_llamacpp()) as healthy:
+        result = await probe_app(pool, redirecting(healthy.url))
     assert (result.healthy, result.reachable) == (False, True)
     assert result.detail == "/health: HTTP 302 (redirects are not followed)"
     assert healthy.app[HITS] == {}  # nobody went where the redirect pointed
@@ -139,7 +127,7 @@ async def test_an_oversized_answer_is_unreadable_not_cut_off(pool: Pool,
 async def test_the_timeout_covers_the_whole_probe(pool: Pool) -> None:
     """/health answers at once, /v1/models and /slots never: the probe still ends
     within its timeout, healthy, saying what it could not read."""
-    server = Server(fake_llamacpp())
+    app = fake_llamacpp()
     stall = asyncio.Event()
 
     @web.middleware
@@ -148,13 +136,11 @@ async def test_the_timeout_covers_the_whole_probe(pool: Pool) -> None:
             await stall.wait()
         return await handler(request)
 
-    server.app.middlewares.append(hang)
-    await server.start()
+    app.middlewares.append(hang)
     try:
-        result = await probe(pool, "llamacpp", server.url, None, 1.5)
+        result = await probe_app(pool, app, timeout_s=1.5)
     finally:
         stall.set()
-        await server.stop()
     assert result.healthy and result.detail == "/v1/models: timed out"
     assert (result.models, result.slots_total) == (None, None)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,9 @@ import pytest
 from aiohttp import web
 
 from hub.probing import probe
-from hub.probing.http import new_pool
 from hub.probing.ollama import parse_ps, parse_tags
 from hub.upstream import Pool
-from tests.probing.fakes import OLLAMA_PS, OLLAMA_TAGS, Server, fake_llamacpp, fake_ollama
+from tests.probing.fakes import OLLAMA_PS, OLLAMA_TAGS, fake_llamacpp, fake_ollama, probe_app
 from tests.support.ollama_proc import OllamaFake
 from tests.support.procs import free_port
 
@@ -37,13 +36,6 @@ def own_ollama(tmp_path: Path) -> Iterator[OllamaFake]:
     fake = OllamaFake(tmp_path, models=["llama3.2:3b"]).start()
     yield fake
     fake.stop()
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[Pool]:
-    pool = new_pool()
-    yield pool
-    pool.close()
 
 
 def _get(url: str) -> Any:
@@ -98,23 +90,13 @@ async def test_not_running_or_not_ollama(pool: Pool) -> None:
     down = await probe(pool, "ollama", f"http://127.0.0.1:{free_port()}", None, TIMEOUT)
     assert not down.reachable and not down.healthy
     # A llama.cpp server on the Ollama port is not mistaken for Ollama.
-    server = Server(fake_llamacpp())
-    await server.start()
-    try:
-        wrong = await probe(pool, "ollama", server.url, None, TIMEOUT)
-    finally:
-        await server.stop()
+    wrong = await probe_app(pool, fake_llamacpp(), "ollama")
     assert (wrong.reachable, wrong.healthy, wrong.detail) == \
         (True, False, "/api/version: HTTP 404")
 
 
 async def test_models_in_the_order_ollama_lists_them(pool: Pool) -> None:
-    server = Server(fake_ollama())
-    await server.start()
-    try:
-        result = await probe(pool, "ollama", server.url, None, TIMEOUT)
-    finally:
-        await server.stop()
+    result = await probe_app(pool, fake_ollama(), "ollama")
     assert result.models == ("llama3.2:latest", "qwen2.5:7b")
     assert result.loaded_models == ("llama3.2:latest",)
 
@@ -133,12 +115,7 @@ async def test_unreadable_listings_keep_it_healthy_and_say_so(pool: Pool) -> Non
     app.router.add_get("/api/version", version)
     app.router.add_get("/api/tags", tags)
     app.router.add_get("/api/ps", ps)
-    server = Server(app)
-    await server.start()
-    try:
-        result = await probe(pool, "ollama", server.url, None, TIMEOUT)
-    finally:
-        await server.stop()
+    result = await probe_app(pool, app, "ollama")
     assert result.healthy
     assert result.detail == "/api/tags: not a model list; /api/ps: HTTP 500 (ollama 0.9.0)"
     assert (result.models, result.loaded_models, result.vram_used_bytes) == (None, None, None)

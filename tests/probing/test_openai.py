@@ -2,51 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from hub.probing import probe
-from hub.probing.http import new_pool
 from hub.probing.openai import parse_model_ids
 from hub.upstream import Pool
-from tests.probing.fakes import Server, fake_openai, redirecting
+from tests.probing.fakes import fake_openai, probe_app, redirecting, serving
 
 TIMEOUT = 5.0
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[Pool]:
-    pool = new_pool()
-    yield pool
-    pool.close()
-
-
 async def test_models_with_and_without_the_key(pool: Pool) -> None:
-    server = Server(fake_openai(["gpt-x", "gpt-y"], key="sk-test"))
-    await server.start()
-    try:
+    async with serving(fake_openai(["gpt-x", "gpt-y"], key="sk-test")) as server:
         base = f"{server.url}/v1"
         ok = await probe(pool, "openai", base, {"Authorization": "Bearer sk-test"}, TIMEOUT)
         refused = await probe(pool, "openai", base, None, TIMEOUT)
-    finally:
-        await server.stop()
     assert (ok.healthy, ok.detail, ok.models) == (True, "ok", ("gpt-x", "gpt-y"))
     assert (refused.healthy, refused.reachable, refused.detail) == \
         (False, True, "/models: HTTP 401")
 
 
 async def test_a_redirect_is_not_followed(pool: Pool) -> None:
-    target = Server(fake_openai(["gpt-x"]))
-    await target.start()
-    redirect = Server(redirecting(target.url, status=301))
-    await redirect.start()
-    try:
-        result = await probe(pool, "openai", f"{redirect.url}/v1", None, TIMEOUT)
-    finally:
-        await redirect.stop()
-        await target.stop()
+    async with serving(fake_openai(["gpt-x"])) as target:
+        result = await probe_app(pool, redirecting(target.url, status=301), "openai",
+                                 path="/v1")
     assert not result.healthy
     assert result.detail == "/models: HTTP 301 (redirects are not followed)"
 
