@@ -18,7 +18,7 @@ from typing import Any
 
 from agent import __version__
 from agent.client import HEADERS, open_pool
-from agent.config import AgentConfig, WorkerTarget, is_loopback, read_token_file
+from agent.config import AgentConfig, read_token_file
 from agent.gpu import GpuReader, GpuReading, read_host
 from agent.heartbeat import (
     AUTH,
@@ -31,6 +31,7 @@ from agent.heartbeat import (
     WorkerStatus,
     build_heartbeat,
 )
+from agent.targets import WorkerTarget, is_loopback
 from hub.config.kit import ConfigError
 from hub.probing import probe
 from hub.upstream import Pool
