@@ -19,7 +19,7 @@ from typing import Any
 from agent import __version__
 from agent.client import HEADERS, open_pool
 from agent.config import AgentConfig, read_token_file
-from agent.gpu import GpuReader, GpuReading, read_host
+from agent.gpu import GpuReader, GpuReading
 from agent.heartbeat import (
     AUTH,
     OK,
@@ -31,6 +31,7 @@ from agent.heartbeat import (
     WorkerStatus,
     build_heartbeat,
 )
+from agent.host import read_host
 from agent.targets import WorkerTarget, is_loopback
 from hub.config.kit import ConfigError
 from hub.probing import probe

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from agent.client import HEADERS, MAX_REPLY_BYTES
 from agent.config import Secret
-from agent.gpu import HostInfo
+from agent.host import HostInfo
 from agent.targets import WorkerTarget
 from hub.probing import ProbeResult
 from hub.probing.http import TRANSPORT_ERRORS, describe_error, fetch
