@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from hub.probing import llamacpp, ollama, openai
-from hub.probing.result import Names, ProbeResult
+from hub.probing.result import ProbeResult
 from hub.probing.session import ProbeSession
 from hub.upstream import Pool
 
@@ -37,4 +37,4 @@ async def probe(pool: Pool, kind: str, url: str, headers: dict[str, str] | None,
                            detail=f"probe error: {type(exc).__name__}")
 
 
-__all__ = ["Names", "ProbeResult", "probe"]
+__all__ = ["ProbeResult", "probe"]

@@ -20,7 +20,6 @@ class NoAnswer(Exception):
 
     def __init__(self, path: str, reason: str, *, reachable: bool) -> None:
         super().__init__(f"{path}: {reason}")
-        self.path = path
         self.reason = reason
         self.reachable = reachable
 

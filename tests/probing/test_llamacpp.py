@@ -137,10 +137,11 @@ async def test_the_timeout_covers_the_whole_probe(pool: Pool) -> None:
         return await handler(request)
 
     app.middlewares.append(hang)
-    try:
-        result = await probe_app(pool, app, timeout_s=1.5)
-    finally:
-        stall.set()
+    async with serving(app) as server:
+        try:
+            result = await probe(pool, "llamacpp", server.url, None, 1.5)
+        finally:
+            stall.set()  # before the server stops, or it waits for the stalled answers
     assert result.healthy and result.detail == "/v1/models: timed out"
     assert (result.models, result.slots_total) == (None, None)
 
