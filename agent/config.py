@@ -22,16 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from agent.targets import WorkerTarget, discovery_targets, make_target
 from hub.config.kit import ConfigError, check_url, read_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/spokehub/agent.yaml")
 WORKER_KINDS = ("llamacpp", "ollama")
 GPU_MODES = ("auto", "nvidia", "rocm", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# Ports probed on 127.0.0.1 when ``discover`` is on and no workers are listed.
-DISCOVERY_DEFAULTS: tuple[tuple[str, int], ...] = (("llamacpp", 8080), ("ollama", 11434))
 
 # Same rule as the hub's worker names. Agent ids are shorter so that the derived
 # worker names (``<agent_id>-<kind>-<port>``, at most 15 more characters) still fit.
@@ -74,18 +72,6 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerTarget:
-    """One local worker: ``url`` is where the agent probes it, ``advertise_url``
-    is what the hub is told to use."""
-
-    name: str
-    url: str
-    kind: str
-    advertise_url: str
-    discovered: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class AgentConfig:
     hub_url: str | None
     agent_id: str
@@ -104,10 +90,7 @@ class AgentConfig:
         """The workers to probe: the listed ones, else the discovery candidates."""
         if self.workers or not self.discover:
             return self.workers
-        return tuple(
-            make_target(self.agent_id, f"http://127.0.0.1:{port}", kind, None,
-                        self.advertise_host, discovered=True)
-            for kind, port in DISCOVERY_DEFAULTS)
+        return discovery_targets(self.agent_id, self.advertise_host)
 
 
 # -- validation primitives ---------------------------------------------------------
@@ -176,44 +159,6 @@ def check_host(value: str, where: str) -> str:
         raise ConfigError(f"{where}: must be a host name or IP address (no scheme or port), "
                           f"got {value!r}")
     return host
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def advertised_url(url: str, advertise_host: str | None) -> str:
-    """``url`` with its host replaced by ``advertise_host`` (port and path kept)."""
-    if not advertise_host:
-        return url
-    parts = urlsplit(url)
-    netloc = _url_host(advertise_host)
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def derived_name(agent_id: str, kind: str, url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{agent_id}-{kind}-{port}"
-
-
-def make_target(agent_id: str, url: str, kind: str, name: str | None,
-                advertise_host: str | None, *, discovered: bool = False) -> WorkerTarget:
-    return WorkerTarget(name=name or derived_name(agent_id, kind, url), url=url, kind=kind,
-                        advertise_url=advertised_url(url, advertise_host),
-                        discovered=discovered)
-
-
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- parsing -------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from agent import __version__
-from agent.client import open_pool
-from agent.config import AgentConfig, is_loopback, read_token_file
-from agent.gpu import GpuReader, GpuReading, read_host
+from agent.client import HEADERS, open_pool
+from agent.config import AgentConfig, read_token_file
+from agent.gpu import GpuReader, GpuReading
 from agent.heartbeat import (
     AUTH,
     OK,
@@ -28,10 +28,13 @@ from agent.heartbeat import (
     Backoff,
     HubClient,
     HubReply,
+    WorkerStatus,
     build_heartbeat,
 )
-from agent.probe import WorkerStatus, probe
+from agent.host import read_host
+from agent.targets import WorkerTarget, is_loopback
 from hub.config.kit import ConfigError
+from hub.probing import probe
 from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.agent")
@@ -85,17 +88,19 @@ class Agent:
 
     # -- collecting ----------------------------------------------------------------
 
+    async def _probe(self, target: WorkerTarget) -> WorkerStatus:
+        return WorkerStatus(target, await probe(self.pool, target.kind, target.url, HEADERS,
+                                                self.probe_timeout_s))
+
     async def collect(self) -> dict[str, Any]:
         """Read GPUs, host and workers; return the heartbeat payload."""
         reading, statuses = await asyncio.gather(
-            self.gpu_reader.read(),
-            asyncio.gather(*(probe(self.pool, t, self.probe_timeout_s)
-                             for t in self.targets)))
+            self.gpu_reader.read(), asyncio.gather(*(self._probe(t) for t in self.targets)))
         self._note_gpus(reading)
         workers: list[WorkerStatus] = []
         for status in statuses:
             if status.target.discovered:
-                if not status.reachable and status.name not in self._seen:
+                if not status.result.reachable and status.name not in self._seen:
                     continue  # nothing listens on this default port
                 self._seen.add(status.name)
             self._note_worker(status)
@@ -120,17 +125,18 @@ class Agent:
             log.info("no nvidia-smi or rocm-smi found; reporting host RAM/CPU only")
 
     def _note_worker(self, s: WorkerStatus) -> None:
-        state = (s.healthy, s.detail, s.models)
+        r = s.result
+        state = (r.healthy, r.detail, r.models)
         if not self._changes.changed(f"worker:{s.name}", state):
             return
         where = f"{s.target.kind} {s.target.url}"
-        if s.healthy:
-            slots = "" if s.slots_total is None else f", {s.slots_total} slots"
-            extra = "" if s.detail == "ok" else f" ({s.detail})"
+        if r.healthy:
+            slots = "" if r.slots_total is None else f", {r.slots_total} slots"
+            extra = "" if r.detail == "ok" else f"; {r.detail}"
             log.info("worker %s up (%s): models %s%s%s", s.name, where,
-                     ", ".join(s.models) or "none", slots, extra)
+                     ", ".join(r.models or ()) or "none", slots, extra)
         else:
-            log.warning("worker %s down (%s): %s", s.name, where, s.detail)
+            log.warning("worker %s down (%s): %s", s.name, where, r.detail)
 
     # -- talking to the hub ----------------------------------------------------------
 

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from agent.client import TRANSPORT_ERRORS, describe_error, fetch
+from agent.client import HEADERS, MAX_REPLY_BYTES
 from agent.config import Secret
-from agent.gpu import HostInfo
-from agent.probe import WorkerStatus
+from agent.host import HostInfo
+from agent.targets import WorkerTarget
+from hub.probing import ProbeResult
+from hub.probing.http import TRANSPORT_ERRORS, describe_error, fetch
 from hub.upstream import Pool
 
 HEARTBEAT_PATH = "/v1/agents/heartbeat"
@@ -41,6 +43,27 @@ UNAVAILABLE = "unavailable"  # 5xx, timeout, connection error
 
 def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """A local worker and what its latest probe learned."""
+
+    target: WorkerTarget
+    result: ProbeResult
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def to_json(self, vram_free_mb: int | None) -> dict[str, Any]:
+        """The worker entry of a heartbeat (the hub contract's keys, nothing else)."""
+        r = self.result
+        return {"name": self.target.name, "url": self.target.advertise_url,
+                "kind": self.target.kind, "models": list(r.models or ()),
+                "loaded_models": list(r.loaded_models or ()), "slots_total": r.slots_total,
+                "slots_busy": r.slots_busy, "healthy": r.healthy,
+                "vram_free_mb": vram_free_mb}
 
 
 def build_heartbeat(agent_id: str, version: str, interval_s: float, host: HostInfo,
@@ -144,14 +167,14 @@ class HubClient:
         self.timeout_s = timeout_s
 
     def _headers(self) -> dict[str, str] | None:
-        """The auth header; None if the token cannot be sent in one (CR, LF or other
-        characters outside printable ASCII)."""
+        """The headers with auth; None if the token cannot be sent in one (CR, LF or
+        other characters outside printable ASCII)."""
         if self.token is None:
-            return {}
+            return dict(HEADERS)
         value = self.token.reveal()
         if not value.isascii() or not value.isprintable():
             return None
-        return {"Authorization": f"Bearer {value}"}
+        return {**HEADERS, "Authorization": f"Bearer {value}"}
 
     async def _call(self, method: str, url: str, payload: dict[str, Any] | None,
                     timeout_s: float, connect_timeout_s: float) -> HubReply:
@@ -165,7 +188,7 @@ class HubClient:
         try:
             status, body = await fetch(self.pool, method, url, timeout_s=timeout_s,
                                        connect_timeout_s=connect_timeout_s, headers=headers,
-                                       body=data)
+                                       body=data, max_bytes=MAX_REPLY_BYTES)
         except TRANSPORT_ERRORS as exc:
             return HubReply(UNAVAILABLE, detail=describe_error(exc))
         if 200 <= status < 300:

@@ -1,4 +1,7 @@
-"""One adapter per worker kind: how to probe it and where to send requests."""
+"""One adapter per worker kind: how to send it requests (the URL for an OpenAI route,
+extra headers such as an API key, and a translator where the worker does not speak
+the OpenAI API). Probing a worker is :mod:`hub.probing`'s. Adapters do no I/O; they
+must not import the fleet, the forwarding loop or aiohttp."""
 
 from __future__ import annotations
 

@@ -3,10 +3,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-import aiohttp
-
 from hub.config.workers import WorkerSpec
-from hub.fleet.registry import ProbeResult
 
 
 class StreamTranslator(Protocol):
@@ -35,15 +32,11 @@ class Backend(Protocol):
         ...
 
     def request_headers(self, spec: WorkerSpec) -> dict[str, str]:
-        """Extra headers for upstream requests (e.g. an API key)."""
+        """Extra headers for upstream requests and probes (e.g. an API key)."""
         ...
 
     def translator(self, spec: WorkerSpec, route: str) -> Translator | None:
         """None when the worker speaks the OpenAI API for ``route`` (bytes pass through)."""
-        ...
-
-    async def probe(self, session: aiohttp.ClientSession, spec: WorkerSpec,
-                    timeout: aiohttp.ClientTimeout) -> ProbeResult:
         ...
 
 
@@ -53,20 +46,3 @@ def api_key_headers(spec: WorkerSpec) -> dict[str, str]:
         if key:
             return {"Authorization": f"Bearer {key}"}
     return {}
-
-
-async def openai_model_ids(session: aiohttp.ClientSession, url: str,
-                           timeout: aiohttp.ClientTimeout,
-                           headers: dict[str, str] | None = None) -> frozenset[str] | None:
-    """Model ids from an OpenAI-style ``GET /models``; None when it cannot be read."""
-    try:
-        async with session.get(url, timeout=timeout, headers=headers) as resp:
-            if resp.status != 200:
-                return None
-            doc = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not isinstance(data, list):
-        return None
-    return frozenset(str(m["id"]) for m in data if isinstance(m, dict) and m.get("id"))

@@ -2,7 +2,9 @@
 
 The prober writes what it learns into the registry; it knows nothing of the hub
 around it: the health settings come from a getter (so a reload applies at the next
-round) and whatever must follow a round (outlier review) is a callback.
+round) and whatever must follow a round (outlier review) is a callback. How a worker
+is probed is :mod:`hub.probing`'s, the same code the agent runs; the prober's own
+connection pool keeps probes apart from the hot path's connections.
 """
 
 from __future__ import annotations
@@ -11,35 +13,28 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import aiohttp
-
 from hub.backends import backend_for
 from hub.config.schema import Health
-from hub.fleet.registry import ProbeResult, Registry, Worker
+from hub.fleet.registry import Registry, Worker
+from hub.probing import probe
+from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.prober")
 
 
 class Prober:
-    def __init__(self, registry: Registry, session: aiohttp.ClientSession,
-                 settings: Callable[[], Health],
+    def __init__(self, registry: Registry, pool: Pool, settings: Callable[[], Health],
                  after_round: Callable[[], object] = lambda: None) -> None:
         self.registry = registry
-        self.session = session
+        self.pool = pool
         self.settings = settings
         self.after_round = after_round
 
-    @property
-    def timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=self.settings().timeout_s)
-
     async def probe(self, worker: Worker) -> None:
-        backend = backend_for(worker.spec.kind)
-        try:
-            result = await backend.probe(self.session, worker.spec, self.timeout)
-        except Exception as exc:  # a bad answer must never kill the prober
-            log.warning("probe of %s crashed: %r", worker.name, exc)
-            result = ProbeResult(healthy=False, detail=f"probe error: {type(exc).__name__}")
+        spec = worker.spec
+        headers = backend_for(spec.kind).request_headers(spec)  # e.g. an API key
+        result = await probe(self.pool, spec.kind, spec.url, headers,
+                             self.settings().timeout_s)
         was = worker.healthy
         self.registry.apply_probe(worker, result)
         if worker.healthy != was:

@@ -13,21 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from hub.config.workers import WorkerSpec
+from hub.probing.result import ProbeResult
+
+__all__ = ["ProbeResult", "Registry", "Worker"]  # ProbeResult: what apply_probe takes
 
 EWMA_ALPHA = 0.2
-
-
-@dataclass(slots=True, frozen=True)
-class ProbeResult:
-    """What one active probe learned about a worker."""
-
-    healthy: bool
-    detail: str = ""
-    models: frozenset[str] | None = None  # None: unknown this round, keep what we had
-    slots_total: int | None = None
-    slots_busy: int | None = None
-    loaded_models: frozenset[str] | None = None  # in memory now (Ollama /api/ps); None: unknown
-    vram_used_bytes: int | None = None  # VRAM held by the loaded models; None: unknown
 
 
 @dataclass(slots=True, eq=False)
@@ -170,12 +160,12 @@ class Registry:
 
     def apply_probe(self, worker: Worker, result: ProbeResult) -> None:
         if result.models is not None:
-            worker.discovered_models = result.models
+            worker.discovered_models = frozenset(result.models)
         if result.slots_total is not None:
             worker.slots_total = result.slots_total
             worker.slots_busy = result.slots_busy
         if result.loaded_models is not None:
-            worker.loaded_models = result.loaded_models
+            worker.loaded_models = frozenset(result.loaded_models)
         worker.detail = result.detail
         if result.healthy:
             worker.probe_ok_streak += 1

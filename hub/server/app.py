@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from hub.api.middleware import error_middleware
@@ -14,29 +13,26 @@ from hub.api.routes import add_routes
 from hub.config.schema import Config
 from hub.fleet.prober import Prober
 from hub.forward.proxy import Proxy
+from hub.probing.http import new_pool
 from hub.runtime.hub import Hub
-from hub.runtime.keys import HUB, UPSTREAM
+from hub.runtime.keys import HUB
 from hub.upstream import Pool
 
 
 async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Upstream connections: the hot path's own keep-alive pool; aiohttp for probes."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30,
-                                     enable_cleanup_closed=False)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                    skip_auto_headers=("User-Agent",))
-    app[UPSTREAM] = session
+    """Upstream connections for requests: the hot path's own keep-alive pool."""
     hub = app[HUB]
     pool = Pool()
     hub.proxy = Proxy(hub.registry, pool, hub.config)
     yield
     pool.close()
-    await session.close()
 
 
 async def prober_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Active probes, over a pool of their own with a short keep-alive."""
     hub = app[HUB]
-    prober = Prober(hub.registry, app[UPSTREAM], lambda: hub.config.health,
+    pool = new_pool()
+    prober = Prober(hub.registry, pool, lambda: hub.config.health,
                     after_round=hub.proxy.review_latency)
     await prober.probe_all()  # know who is up before taking traffic
     task = asyncio.create_task(prober.run(), name="spokehub-prober")
@@ -44,6 +40,7 @@ async def prober_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    pool.close()
 
 
 async def agents_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,4 +1,4 @@
-"""In-test HTTP servers for the agent: a recording hub, a fake llama.cpp, a fake Ollama."""
+"""A recording hub for the agent's tests (worker fakes are in tests/probing/fakes.py)."""
 
 from __future__ import annotations
 
@@ -10,31 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.procs import free_port
-
-
-class Server:
-    """An aiohttp app on 127.0.0.1 that can be stopped and started on the same port."""
-
-    def __init__(self, app: web.Application, port: int | None = None) -> None:
-        self.app = app
-        self.port = port or free_port()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        self._runner = runner
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+from tests.probing.fakes import Server
 
 
 @dataclass
@@ -123,63 +99,3 @@ class FakeHub:
 
     def ok_count(self) -> int:
         return self.answers.count(200)
-
-
-def fake_llamacpp(*, model: str = "fake", health: int = 200, slots: int = 4,
-                  busy: int = 1, slots_status: int = 200) -> web.Application:
-    app = web.Application()
-
-    async def health_h(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok" if health == 200 else "loading"},
-                                 status=health)
-
-    async def models_h(_: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": model,
-                                                              "object": "model"}]})
-
-    async def slots_h(_: web.Request) -> web.Response:
-        if slots_status != 200:
-            return web.json_response({"error": {"code": slots_status}}, status=slots_status)
-        return web.json_response([{"id": i, "is_processing": i < busy}
-                                  for i in range(slots)])
-
-    async def props_h(_: web.Request) -> web.Response:
-        return web.json_response({"total_slots": slots})
-
-    app.router.add_get("/health", health_h)
-    app.router.add_get("/v1/models", models_h)
-    app.router.add_get("/slots", slots_h)
-    app.router.add_get("/props", props_h)
-    return app
-
-
-OLLAMA_TAGS = {"models": [
-    {"name": "llama3.2:latest", "model": "llama3.2:latest", "size": 2019393189,
-     "digest": "a80c4f17acd5", "details": {"family": "llama", "parameter_size": "3.2B",
-                                           "quantization_level": "Q4_K_M"}},
-    {"name": "qwen2.5:7b", "model": "qwen2.5:7b", "size": 4683087332,
-     "digest": "845dbda0ea48", "details": {"family": "qwen2"}},
-]}
-OLLAMA_PS = {"models": [
-    {"name": "llama3.2:latest", "model": "llama3.2:latest", "size": 3179116544,
-     "digest": "a80c4f17acd5", "expires_at": "2026-01-01T00:05:00Z",
-     "size_vram": 3179116544},
-]}
-
-
-def fake_ollama(*, version: str = "0.5.7") -> web.Application:
-    app = web.Application()
-
-    async def version_h(_: web.Request) -> web.Response:
-        return web.json_response({"version": version})
-
-    async def tags_h(_: web.Request) -> web.Response:
-        return web.json_response(OLLAMA_TAGS)
-
-    async def ps_h(_: web.Request) -> web.Response:
-        return web.json_response(OLLAMA_PS)
-
-    app.router.add_get("/api/version", version_h)
-    app.router.add_get("/api/tags", tags_h)
-    app.router.add_get("/api/ps", ps_h)
-    return app

@@ -17,11 +17,14 @@ import pytest
 from aiohttp import web
 
 from agent.client import open_pool
-from agent.config import AgentConfig, Secret, make_target, parse_config
+from agent.config import AgentConfig, Secret, parse_config
 from agent.daemon import Agent
-from agent.gpu import GpuReader, HostInfo
+from agent.gpu import GpuReader
 from agent.heartbeat import Backoff, HubClient, build_heartbeat, parse_reply
-from tests.agent.fakes import FakeHub, Server, fake_llamacpp, fake_ollama
+from agent.host import HostInfo
+from agent.targets import make_target
+from tests.agent.fakes import FakeHub
+from tests.probing.fakes import Server, fake_llamacpp, fake_ollama
 from tests.support.llama import LlamaWorker
 from tests.support.procs import ROOT, free_port
 

@@ -1,4 +1,5 @@
-"""OllamaBackend against the Ollama fake, a real process, over a real aiohttp session."""
+"""OllamaBackend: where requests go, and native chat against the Ollama fake (a real
+process). Its probes are tested in tests/probing/test_ollama.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -14,25 +14,13 @@ from openai.types.chat import ChatCompletionChunk
 
 from hub.backends import backend_for
 from hub.backends.ollama import OllamaBackend
-from hub.backends.ollama_native import NdjsonToSse, chat_request
+from hub.backends.ollama_native import NativeChat, NdjsonToSse, chat_request
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
 from tests.support.ollama_proc import OllamaFake
 
-TIMEOUT = aiohttp.ClientTimeout(total=2)
-MODELS = ["llama3.2:3b", "qwen2:0.5b"]
-
-
-@pytest.fixture(scope="module")
-def ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaFake]:
-    fake = OllamaFake(tmp_path_factory.mktemp("ollama"), models=MODELS,
-                      loaded=["llama3.2:3b"]).start()
-    yield fake
-    fake.stop()
-
 
 @pytest.fixture
-def own_ollama(tmp_path: Path) -> Iterator[OllamaFake]:
-    """A fake this test may change or stop."""
+def ollama(tmp_path: Path) -> Iterator[OllamaFake]:
     fake = OllamaFake(tmp_path, models=["llama3.2:3b"]).start()
     yield fake
     fake.stop()
@@ -44,15 +32,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def _spec(fake: OllamaFake) -> WorkerSpec:
-    return WorkerSpec(name="ollama-1", url=fake.url, kind="ollama")
-
-
-async def _get(session: aiohttp.ClientSession, url: str) -> Any:
-    async with session.get(url) as resp:
-        return await resp.json()
-
-
 def test_registered_as_a_worker_kind() -> None:
     assert "ollama" in WORKER_KINDS
     assert isinstance(backend_for("ollama"), OllamaBackend)
@@ -62,52 +41,15 @@ def test_registered_as_a_worker_kind() -> None:
         "http://gpu1:11434/v1/chat/completions"
 
 
-async def test_probe_healthy_with_installed_models(ollama: OllamaFake,
-                                                   session: aiohttp.ClientSession) -> None:
-    result = await OllamaBackend().probe(session, _spec(ollama), TIMEOUT)
-    assert result.healthy
-    assert "ollama 0.5.7" in result.detail
-    assert result.models == frozenset(MODELS)
-
-
-async def test_probe_reports_loaded_models_and_vram(ollama: OllamaFake,
-                                                    session: aiohttp.ClientSession) -> None:
-    ps = await _get(session, f"{ollama.url}/api/ps")
-    result = await OllamaBackend().probe(session, _spec(ollama), TIMEOUT)
-    assert result.loaded_models == frozenset({"llama3.2:3b"})
-    assert result.vram_used_bytes == sum(m["size_vram"] for m in ps["models"]) > 0
-
-
-async def test_pulled_model_appears_on_next_probe(own_ollama: OllamaFake,
-                                                  session: aiohttp.ClientSession) -> None:
-    backend, spec = OllamaBackend(), _spec(own_ollama)
-    before = await backend.probe(session, spec, TIMEOUT)
-    assert before.models == frozenset({"llama3.2:3b"})
-    assert before.loaded_models == frozenset() and before.vram_used_bytes == 0
-    own_ollama.control(pull="mistral:7b", load="mistral:7b")
-    after = await backend.probe(session, spec, TIMEOUT)
-    assert after.models == frozenset({"llama3.2:3b", "mistral:7b"})
-    assert after.loaded_models == frozenset({"mistral:7b"})
-    assert after.vram_used_bytes and after.vram_used_bytes > 0
-
-
-async def test_unhealthy_when_the_server_answers_503(own_ollama: OllamaFake,
-                                                     session: aiohttp.ClientSession) -> None:
-    own_ollama.control(healthy=False)
-    result = await OllamaBackend().probe(session, _spec(own_ollama), TIMEOUT)
-    assert not result.healthy
-    assert result.detail == "version: HTTP 503"
-    assert result.models is None  # unknown this round: the registry keeps what it had
-
-
-async def test_unhealthy_when_the_process_is_gone(own_ollama: OllamaFake,
-                                                  session: aiohttp.ClientSession) -> None:
-    spec = _spec(own_ollama)
-    assert (await OllamaBackend().probe(session, spec, TIMEOUT)).healthy
-    own_ollama.stop()
-    result = await OllamaBackend().probe(session, spec, TIMEOUT)
-    assert not result.healthy
-    assert result.detail.startswith("version: Client")  # e.g. ClientConnectorError
+def test_native_api_translates_chat_only_and_sends_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_KEY", "k1")
+    spec = WorkerSpec(name="o", url="http://gpu1:11434", kind="ollama", api="native",
+                      api_key_env="OLLAMA_KEY")
+    backend = OllamaBackend()
+    assert isinstance(backend.translator(spec, "/chat/completions"), NativeChat)
+    assert backend.translator(spec, "/embeddings") is None
+    assert backend.request_headers(spec) == {"Authorization": "Bearer k1"}
 
 
 async def test_native_chat_stream_through_the_translator(ollama: OllamaFake,
