@@ -56,7 +56,3 @@ def rewrite_for(rules_yaml: dict[str, object], alert: str, duration: str) -> int
                 changed += 1
     return changed
 
-
-def promtool_version() -> str:
-    out = run([require("promtool"), "--version"])
-    return out.stdout.splitlines()[0] if out.stdout else out.stderr.strip()
