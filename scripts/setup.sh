@@ -22,6 +22,7 @@ command -v cmake >/dev/null || missing+=(cmake)
 command -v ninja >/dev/null || missing+=(ninja-build)
 command -v g++ >/dev/null || missing+=(g++)
 command -v curl >/dev/null || missing+=(curl)
+command -v patchelf >/dev/null || missing+=(patchelf)  # llamacpp.sh: RUNPATH $ORIGIN
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 for extra in ${SPOKEHUB_APT_EXTRA:-}; do
   dpkg -s "$extra" >/dev/null 2>&1 || missing+=("$extra")

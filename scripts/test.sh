@@ -4,7 +4,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 start=$(date +%s)
-SPOKEHUB_APT_EXTRA="${SPOKEHUB_APT_EXTRA:-systemd chromium fonts-dejavu-core wrk}" bash scripts/setup.sh
+# prometheus (with promtool) and docker-compose: tests/deploy checks the alert rules,
+# runs a real Prometheus against a hub and validates deploy/docker-compose.yml.
+SPOKEHUB_APT_EXTRA="${SPOKEHUB_APT_EXTRA:-systemd chromium fonts-dejavu-core wrk prometheus docker-compose}" bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"
