@@ -14,6 +14,7 @@ from hub.admission.limiter import AdmissionConfig, parse_admission
 from hub.auth.config import AuthConfig, parse_auth
 from hub.config.kit import ConfigError, Section, read_yaml
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
+from hub.fleet.agent_policy import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
 from hub.resilience.breaker import BreakerConfig, parse_breaker
 from hub.resilience.outlier import OutlierConfig, parse_outlier
 from hub.resilience.retry_budget import RetryBudgetConfig, parse_retry_budget
@@ -91,6 +92,12 @@ class Agents:
     ttl_s: float = 15.0  # no heartbeat for this long: the worker gets no traffic
     remove_after_s: float = 600.0  # ... and after this long it is forgotten
     state_file: str | None = None  # persist agent workers here across hub restarts
+    # Advertised worker URLs must resolve into these (every address of the host).
+    allowed_networks: tuple[IPNetwork, ...] = field(
+        default_factory=lambda: parse_networks(list(DEFAULT_ALLOWED_NETWORKS), "agents"))
+    max_ids_per_token: int = 16  # agent ids one token subject may report at once
+    max_workers: int = 256  # agent-registered workers in total
+    alias_targets: bool = False  # may agent workers serve models that aliases point to?
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +167,17 @@ def _limits(s: Section) -> Limits:
 
 
 def _agents(s: Section) -> Agents:
-    out = Agents(enabled=s.flag("enabled", True),
-                 ttl_s=s.number("ttl_s", 15.0),
-                 remove_after_s=s.number("remove_after_s", 600.0),
-                 state_file=s.text("state_file"))
+    d = Agents()
+    networks = s.get("allowed_networks")
+    out = Agents(enabled=s.flag("enabled", d.enabled),
+                 ttl_s=s.number("ttl_s", d.ttl_s),
+                 remove_after_s=s.number("remove_after_s", d.remove_after_s),
+                 state_file=s.text("state_file"),
+                 allowed_networks=d.allowed_networks if networks is None
+                 else parse_networks(networks, s.key("allowed_networks")),
+                 max_ids_per_token=s.integer("max_ids_per_token", d.max_ids_per_token, lo=1),
+                 max_workers=s.integer("max_workers", d.max_workers, lo=0),
+                 alias_targets=s.flag("alias_targets", d.alias_targets))
     s.done()
     if out.remove_after_s < out.ttl_s:
         raise ConfigError(f"{s.path}.remove_after_s: must be >= ttl_s ({out.ttl_s})")

@@ -41,7 +41,7 @@ class Hub:
                                  unhealthy_after=config.health.unhealthy_after)
         self._proxy: Proxy | None = None
         self.metrics = Metrics(self.registry, lambda: self._proxy)
-        self.agents = AgentBook(self.registry, config.agents)
+        self.agents = AgentBook(self.registry, config.agents, aliases=config.aliases)
         self.admission = Admission(config.admission)
         self.verifier = build_verifier(config)
 
@@ -101,6 +101,7 @@ class Hub:
         if new.admission != old.admission:
             self.admission = Admission(new.admission)
         self.agents.settings = new.agents
+        self.agents.aliases = new.aliases
         self.registry.healthy_after = new.health.healthy_after
         self.registry.unhealthy_after = new.health.unhealthy_after
         for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
