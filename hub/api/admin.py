@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from hub.api.body import require_json
 from hub.config.schema import ConfigError, load_config
 from hub.errors import BadRequest, NotFound
 from hub.fleet.registry import Worker
@@ -58,7 +59,9 @@ async def list_workers(request: web.Request) -> web.Response:
 
 def _worker(request: web.Request) -> Worker:
     name = request.match_info["name"]
-    worker = _admin(request).registry.get(name)
+    hub = _admin(request)
+    require_json(request)
+    worker = hub.registry.get(name)
     if worker is None:
         raise NotFound(f"No worker named '{name}'")
     return worker
@@ -80,8 +83,10 @@ async def undrain(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    require_json(request)
     try:
-        changes = reload_config(_admin(request))
+        changes = reload_config(hub)
     except ConfigError as exc:
         log.error("config reload rejected, keeping the old config: %s", exc)
         raise BadRequest(f"Config rejected, old config kept: {exc}") from None

@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from hub.api.body import read_body
+from hub.api.body import read_body, require_json
 from hub.errors import InvalidJSON, NotFound
 from hub.runtime.keys import HUB
 
@@ -17,7 +17,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = hub.authorize(request.headers.get("Authorization"), "agent")
     if not hub.config.agents.enabled:
-        raise NotFound("Agent registration is disabled on this hub (agents.enabled: false)")
+        raise NotFound("Agent registration is disabled on this hub (agents.enabled: false; "
+                       "it defaults to off while auth is off)")
+    require_json(request)
     body = await read_body(request, MAX_HEARTBEAT_BYTES)
     try:
         doc = json.loads(body)

@@ -8,7 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.errors import BadRequest, BodyTimeout, BodyTooLarge, InvalidJSON, MissingField
+from hub.errors import (
+    BadRequest,
+    BodyTimeout,
+    BodyTooLarge,
+    HubError,
+    InvalidJSON,
+    MissingField,
+)
 
 # What each route needs besides "model", and what type it must be.
 REQUIRED: dict[str, tuple[str, tuple[type, ...], str]] = {
@@ -20,6 +27,34 @@ REQUIRED: dict[str, tuple[str, tuple[type, ...], str]] = {
 
 BODY_TIMEOUT_S = 30.0  # the whole body must arrive by then: a client trickling its body
                       # would otherwise hold a connection and a handler indefinitely
+
+
+class UnsupportedMediaType(HubError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+def require_json(request: web.Request) -> None:
+    """A state-changing route (heartbeat, drain, reload) takes only JSON: 415 otherwise.
+
+    A page on another site can make a browser POST here (a form, or fetch in no-cors
+    mode), but only as form data, multipart or text/plain, or with no body and no
+    Content-Type; asking for application/json needs a CORS preflight, which this hub
+    never grants. So with auth off no web page can drain workers or register one.
+    Browsers put ``Origin`` on every POST, so a POST without body, Content-Type and
+    Origin (``curl -X POST``) is no browser's and is let through.
+    """
+    if request.content_type == "application/json":
+        return
+    if (request.content_type == "application/octet-stream"  # aiohttp's "none sent"
+            and "Content-Type" not in request.headers and "Origin" not in request.headers
+            and not request.body_exists):
+        return
+    sent = request.headers.get("Content-Type")
+    raise UnsupportedMediaType(
+        f"This endpoint takes Content-Type: application/json"
+        f"{'' if sent is None else ', not ' + repr(sent[:100])}")
 
 
 async def read_body(request: web.Request, max_bytes: int,

@@ -98,7 +98,10 @@ def request(hub_url: str, method: str, path: str, token: str | None,
     headers = {"Accept": "application/json", "User-Agent": f"spokehub-cli/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    data = b"" if method == "POST" else None
+    data = None
+    if method == "POST":  # the hub takes state changes as JSON only (no form posts)
+        data = b""
+        headers["Content-Type"] = "application/json"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with _opener().open(req, timeout=timeout_s) as resp:

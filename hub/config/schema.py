@@ -86,9 +86,13 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Agents:
-    """Workers registered by agents' heartbeats (POST /v1/agents/heartbeat)."""
+    """Workers registered by agents' heartbeats (POST /v1/agents/heartbeat).
 
-    enabled: bool = True
+    ``enabled`` defaults to ``auth.enabled``: without auth anyone who can reach the hub
+    could register workers, so that needs ``agents.enabled: true`` written out.
+    """
+
+    enabled: bool = False
     ttl_s: float = 15.0  # no heartbeat for this long: the worker gets no traffic
     remove_after_s: float = 600.0  # ... and after this long it is forgotten
     state_file: str | None = None  # persist agent workers here across hub restarts
@@ -166,10 +170,10 @@ def _limits(s: Section) -> Limits:
     return out
 
 
-def _agents(s: Section) -> Agents:
+def _agents(s: Section, auth_enabled: bool) -> Agents:
     d = Agents()
     networks = s.get("allowed_networks")
-    out = Agents(enabled=s.flag("enabled", d.enabled),
+    out = Agents(enabled=s.flag("enabled", auth_enabled),
                  ttl_s=s.number("ttl_s", d.ttl_s),
                  remove_after_s=s.number("remove_after_s", d.remove_after_s),
                  state_file=s.text("state_file"),
@@ -198,16 +202,17 @@ def parse_config(raw: object) -> Config:
     aliases: dict[str, str] = {}
     for key in list(aliases_s.data):
         aliases[str(key)] = aliases_s.text(key, required=True)
+    auth = parse_auth(root.get("auth"), "auth")
     cfg = Config(
         listen=_listen(root.section("listen")),
-        auth=parse_auth(root.get("auth"), "auth"),
+        auth=auth,
         admission=parse_admission(root.get("admission"), "admission"),
         routing=_routing(root.section("routing")),
         health=_health(root.section("health")),
         timeouts=_timeouts(root.section("timeouts")),
         limits=_limits(root.section("limits")),
         aliases=aliases,
-        agents=_agents(root.section("agents")),
+        agents=_agents(root.section("agents"), auth.enabled),
         resilience=_resilience(root.section("resilience")),
         workers=tuple(workers),
         log_level=root.text("log_level", "info",

@@ -1,4 +1,7 @@
-"""Hub side of agents: heartbeats register real llama.cpp workers; TTL, ownership, persistence."""
+"""Hub side of agents: heartbeats register real llama.cpp workers; TTL, ownership,
+persistence; and what a hub with auth off does about agents and cross-site posts.
+
+Auth is off here, so every hub that takes heartbeats says ``agents.enabled: true``."""
 
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ from tests.support.llama import LlamaWorker
 ON = {"enabled": True}
 
 
-def send(hub: HubProcess, path: str, doc: Any = None, method: str = "POST") -> tuple[int, Any]:
-    data = None if doc is None else json.dumps(doc).encode()
+def send(hub: HubProcess, path: str, doc: Any = None, method: str = "POST",
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = None if doc is None else doc if isinstance(doc, bytes) else json.dumps(doc).encode()
     req = urllib.request.Request(f"{hub.url}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers=headers or {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.load(resp)
@@ -117,3 +121,54 @@ def test_agent_workers_survive_hub_restart(make_hub: Callable[..., HubProcess],
     hub2 = make_hub(config)
     restored = hub2.workers()["box9-llamacpp-9"]
     assert restored["source"] == "agent:box9" and restored["models"] == ["m1"]
+
+
+# -- auth off --------------------------------------------------------------------------
+
+
+def test_auth_off_warns_and_keeps_agents_out(make_hub: Callable[..., HubProcess]) -> None:
+    """Without auth, the hub says so loudly at start, and heartbeats are refused unless
+    agents.enabled is set explicitly."""
+    hub = make_hub({"workers": []})
+    lines = [json.loads(line) for line in hub.proc.log().splitlines() if line.startswith("{")]
+    loud = [line for line in lines if "AUTH IS OFF" in line["msg"]]
+    assert loud and loud[0]["level"] == "warning", lines
+    entry = {"url": "http://127.0.0.1:9", "kind": "llamacpp", "models": ["m"]}
+    status, doc = send(hub, "/v1/agents/heartbeat", beat("box", entry))
+    assert status == 404 and "agents.enabled" in doc["error"]["message"]
+    assert hub.workers() == {}
+
+    hub = make_hub({"agents": ON, "workers": []})
+    assert any("AGENT REGISTRATION IS ON WITHOUT AUTH" in line
+               for line in hub.proc.log().splitlines())
+    status, doc = send(hub, "/v1/agents/heartbeat", beat("box", entry))
+    assert status == 200 and doc["accepted"] == ["box-llamacpp-9"]
+
+
+def test_state_changing_routes_take_only_json(make_hub: Callable[..., HubProcess]) -> None:
+    """No cross-site form post: a page elsewhere can make a browser POST form data,
+    text/plain or an empty body with no type, never application/json (that needs a
+    CORS preflight). Those get 415 on the heartbeat, drain, undrain and reload."""
+    hub = make_hub({"agents": ON, "workers": [{"name": "w1", "url": "http://127.0.0.1:9"}]})
+    entry = {"url": "http://127.0.0.1:9", "kind": "llamacpp", "models": ["m"]}
+    body = json.dumps(beat("box", entry)).encode()
+    forms = [{"Content-Type": "text/plain"},
+             {"Content-Type": "application/x-www-form-urlencoded"},
+             {"Content-Type": "multipart/form-data; boundary=x"},
+             {"Origin": "https://evil.example"}]  # fetch(..., {mode: "no-cors"}), no type
+    for path in ("/v1/agents/heartbeat", "/admin/workers/w1/drain",
+                 "/admin/workers/w1/undrain", "/admin/reload"):
+        for headers in forms:
+            data = None if "Origin" in headers else body
+            status, doc = send(hub, path, data, headers=headers)
+            assert status == 415, (path, headers, status, doc)
+            assert "application/json" in doc["error"]["message"]
+    assert hub.workers() == {"w1": hub.workers()["w1"]}
+    assert hub.workers()["w1"]["draining"] is False
+    # JSON is fine, and so is a bare `curl -X POST` (no body, no type, no Origin)
+    assert send(hub, "/v1/agents/heartbeat", body)[0] == 200
+    status, doc = send(hub, "/admin/workers/w1/drain", b"",
+                       headers={"Content-Type": "application/json; charset=utf-8"})
+    assert status == 200 and doc["draining"] is True
+    status, doc = send(hub, "/admin/workers/w1/undrain", method="POST", headers={})
+    assert status == 200 and doc["draining"] is False
