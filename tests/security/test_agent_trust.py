@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from hub.auth.config import parse_auth
 from hub.auth.issue import issue_token
@@ -241,3 +242,14 @@ def test_agent_workers_are_capped_in_total(make_secure: Callable[..., SecureHub]
     assert "agents.max_workers: 2" in reply.json()["error"]["message"]
     assert reply.header("Retry-After")
     assert set(secure.workers()) == {"a-llamacpp-9", "a-llamacpp-10"}
+
+
+def test_config_worker_credentials_are_not_shown(make_secure: Callable[..., SecureHub]) -> None:
+    secure = make_secure(workers=[{"name": "locked", "url": "http://ops:pa55word@127.0.0.1:9"}])
+    reply = request(secure.port, "GET", "/admin/workers", token=secure.token("admin", "ops"))
+    assert reply.status == 200
+    assert "pa55word" not in reply.body.decode()
+    assert reply.json()["workers"][0]["url"] == "http://***@127.0.0.1:9"
+    log = secure.hub.proc.log()
+    assert "pa55word" not in log, log[-2000:]
+    assert "pa55word" in yaml.safe_dump(secure.hub.config)  # it was really configured
