@@ -24,7 +24,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hub.auth.principal import Principal
@@ -342,6 +342,31 @@ class AgentBook:
         worker.vram_free_mb = cap.vram_free_mb
         if entry.healthy is False:
             self.registry.mark_unreachable(worker, "agent reports the worker unhealthy")
+
+    def reconfigure(self, settings: Agents, aliases: Mapping[str, str]) -> list[str]:
+        """New settings (a config reload). Agent workers at an address the new
+        allowed_networks refuse, or left with no model once aliases are taken out, go
+        at once rather than at their agent's next heartbeat; returns their names."""
+        self.settings = settings
+        self.aliases = aliases
+        blocked = self.alias_names()
+        removed: list[str] = []
+        for w in self.registry:
+            if w.source == "config":
+                continue
+            addr = literal_address(url_host(w.url))
+            models = frozenset(w.spec.models) - blocked
+            if not models or (addr is not None
+                              and address_problem(addr, settings.allowed_networks)):
+                self.registry.remove(w.name)
+                removed.append(w.name)
+            elif models != frozenset(w.spec.models):
+                self.registry.replace_spec(w, replace(w.spec, models=tuple(sorted(models))))
+        if removed:
+            log.warning("agent workers no longer allowed by the new config, removed: %s",
+                        ", ".join(removed))
+            self.save()
+        return removed
 
     def deregister(self, agent_id: str, subject: str = "anonymous") -> list[str]:
         rec = self.records.get(agent_id)

@@ -124,8 +124,8 @@ class Hub:
         self.verifier = verifier
         if new.admission != old.admission:
             self.admission = Admission(new.admission)
-        self.agents.settings = new.agents
-        self.agents.aliases = new.aliases
+        for name in self.agents.reconfigure(new.agents, new.aliases):
+            changes.append(f"worker {name}: removed (agents may no longer register it)")
         warnings = security_warnings(new)
         if warnings != security_warnings(old):
             for warning in warnings:

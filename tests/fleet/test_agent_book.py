@@ -259,3 +259,21 @@ async def test_state_file_round_trip_rechecks_entries(tmp_path: Path) -> None:
 async def test_errors_are_hub_errors() -> None:
     for cls in (TooManyAgentIds, TooManyAgentWorkers, WorkerRefused):
         assert issubclass(cls, HubError)
+
+
+async def test_a_reload_removes_what_agents_may_no_longer_register() -> None:
+    agents, registry, _ = book(hosts={"box.internal": ["10.9.0.5"]})
+    await agents.heartbeat(beat("a", worker(1, models=("m1", "m2"))), principal("t1"))
+    await agents.heartbeat(beat("b", {"url": "http://box.internal:2", "models": ["m1"]}),
+                           principal("t2"))
+    await agents.heartbeat(beat("c", {"url": "http://127.0.0.2:3", "models": ["m2"]}),
+                           principal("t3"))
+    only = parse_networks(["127.0.0.2/32", "10.9.0.0/16"], "x")
+    removed = agents.reconfigure(replace(Agents(enabled=True), allowed_networks=only),
+                                 {"alias": "m1"})
+    # a-llamacpp-1 is at 127.0.0.1, now outside; b's host name is checked at its next
+    # heartbeat; b lost its only model to the alias; c keeps m2.
+    assert sorted(removed) == ["a-llamacpp-1", "b-llamacpp-2"]
+    assert get(registry, "c-llamacpp-3").models == {"m2"}
+    agents.reconfigure(Agents(enabled=True), {"alias": "m2"})
+    assert registry.get("c-llamacpp-3") is None
