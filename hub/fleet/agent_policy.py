@@ -233,7 +233,8 @@ def check_addresses(url: str, addresses: Iterable[IPAddress],
     naming the URL (without credentials) and the rule."""
     found = list(addresses)
     if not found:
-        raise WorkerRefused(f"{where} {redact_url(url)!r}: its host resolved to no address",
+        raise WorkerRefused(f"{where} {printable(redact_url(url))!r}: its host resolved to "
+                            f"no address",
                             param=where)
     for addr in found:
         problem = address_problem(addr, allowed)
