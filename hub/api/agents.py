@@ -48,6 +48,8 @@ async def list_agents(request: web.Request) -> web.Response:
     hub.authorize(request.headers.get("Authorization"), "admin")
     out = []
     for agent_id, rec in sorted(hub.agents.records.items()):
+        if not rec.heard:  # restored from the state file: listed once it reports again
+            continue
         source = hub.agents.source(agent_id)
         out.append({"agent_id": agent_id, "token_subject": rec.owner, "host": rec.host,
                     "last_seen": rec.last_seen, "labels": rec.labels,

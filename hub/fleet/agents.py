@@ -77,6 +77,7 @@ class AgentRecord:
     last_seen: float
     host: dict[str, Any] | None = None
     labels: dict[str, str] = field(default_factory=dict)  # worker name -> the agent's name
+    heard: bool = True  # reported since this hub process started (False: from the state file)
 
 
 @dataclass(slots=True)
@@ -274,6 +275,7 @@ class AgentBook:
         now = self.clock()
         rec = self._claim(agent_id, subject, now)  # again: other heartbeats ran meanwhile
         rec.last_seen = now
+        rec.heard = True
         rec.host = host_report(doc.get("host"))
         rec.labels = {e.spec.name: e.label for e in entries
                       if e.label is not None and e.label != e.spec.name}
@@ -471,7 +473,8 @@ class AgentBook:
             agent_id = source.removeprefix("agent:")
             owner = raw.get("owner")
             if isinstance(owner, str) and agent_id not in self.records:
-                self.records[agent_id] = AgentRecord(owner=owner, last_seen=last_seen)
+                self.records[agent_id] = AgentRecord(owner=owner, last_seen=last_seen,
+                                                     heard=False)
                 self._held[owner] += 1
             loaded += 1
         if loaded:

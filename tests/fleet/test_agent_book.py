@@ -251,7 +251,7 @@ async def test_state_file_round_trip_rechecks_entries(tmp_path: Path) -> None:
     assert again.load() == 2
     assert sorted(w.name for w in registry) == ["box9-llamacpp-8080", "evil-llamacpp-9"]
     assert get(registry, "box9-llamacpp-8080").models == {"m1"}
-    assert again.records["box9"].owner == "t9"
+    assert again.records["box9"].owner == "t9" and not again.records["box9"].heard
     with pytest.raises(Forbidden):
         await again.heartbeat(beat("box9", worker()), principal("other"))
 
