@@ -12,6 +12,7 @@ from hub.errors import (
     BadRequest,
     BodyTimeout,
     BodyTooLarge,
+    Forbidden,
     HubError,
     InvalidJSON,
     MissingField,
@@ -42,14 +43,20 @@ def require_json(request: web.Request) -> None:
     mode), but only as form data, multipart or text/plain, or with no body and no
     Content-Type; asking for application/json needs a CORS preflight, which this hub
     never grants. So with auth off no web page can drain workers or register one.
-    Browsers put ``Origin`` on every POST, so a POST without body, Content-Type and
-    Origin (``curl -X POST``) is no browser's and is let through.
+    Browsers put ``Origin`` on every POST, so a POST without a body and without
+    ``Origin`` is no browser's (``curl -X POST``, or aiohttp, which labels the
+    missing body application/octet-stream) and is let through. Browsers that say
+    where a request comes from (``Sec-Fetch-Site``) are refused for anything but a
+    same-origin page (the status page) or a typed-in request.
     """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Forbidden(f"Cross-site requests may not change this hub's state "
+                        f"(Sec-Fetch-Site: {site[:40]})")
     if request.content_type == "application/json":
         return
-    if (request.content_type == "application/octet-stream"  # aiohttp's "none sent"
-            and "Content-Type" not in request.headers and "Origin" not in request.headers
-            and not request.body_exists):
+    if (request.content_type == "application/octet-stream"  # what aiohttp says for none
+            and "Origin" not in request.headers and not request.body_exists):
         return
     sent = request.headers.get("Content-Type")
     raise UnsupportedMediaType(

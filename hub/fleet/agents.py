@@ -339,8 +339,9 @@ class AgentBook:
             log.warning("worker %s: its agent is back", worker.name)
         worker.loaded_models = entry.loaded
         cap = entry.capacity
-        worker.slots_total = cap.slots_total
-        worker.slots_busy = cap.slots_busy
+        if cap.slots_total is not None:  # else keep what the prober saw
+            worker.slots_total = cap.slots_total
+            worker.slots_busy = cap.slots_busy
         worker.vram_free_mb = cap.vram_free_mb
         if entry.healthy is False:
             self.registry.mark_unreachable(worker, "agent reports the worker unhealthy")

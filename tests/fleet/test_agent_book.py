@@ -215,8 +215,12 @@ async def test_bad_numbers_reject_the_worker() -> None:
     reasons = {r["name"]: r["reason"] for r in result.rejected}
     assert "vram_free_mb" in reasons["box-llamacpp-1"]
     assert "slots_total" in reasons["box-llamacpp-2"]
-    w = registry.get("box-llamacpp-3")
-    assert w is not None and (w.slots_total, w.slots_busy, w.vram_free_mb) == (4, 1, 8192)
+    w = get(registry, "box-llamacpp-3")
+    assert (w.slots_total, w.slots_busy, w.vram_free_mb) == (4, 1, 8192)
+    # a heartbeat without slots keeps what the prober saw
+    registry.apply_probe(w, ProbeResult(healthy=True, slots_total=6, slots_busy=2))
+    await agents.heartbeat(beat("box", worker(3)), principal())
+    assert (w.slots_total, w.slots_busy, w.vram_free_mb) == (6, 2, None)
 
 
 async def test_malformed_heartbeats() -> None:

@@ -172,3 +172,8 @@ def test_state_changing_routes_take_only_json(make_hub: Callable[..., HubProcess
     assert status == 200 and doc["draining"] is True
     status, doc = send(hub, "/admin/workers/w1/undrain", method="POST", headers={})
     assert status == 200 and doc["draining"] is False
+    # a browser that says the request comes from another site is refused outright
+    status, doc = send(hub, "/admin/workers/w1/drain", b"{}", headers={
+        "Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"})
+    assert status == 403 and "Cross-site" in doc["error"]["message"]
+    assert hub.workers()["w1"]["draining"] is False
