@@ -115,6 +115,7 @@ class AgentBook:
         # token subject cannot report or deregister under that id.
         self.records: dict[str, AgentRecord] = {}
         self._held: Counter[str] = Counter()  # token subject -> agent ids it holds
+        self._refusals: dict[str, str] = {}  # agent id -> the last refusal logged
 
     def source(self, agent_id: str) -> str:
         return f"agent:{agent_id}"
@@ -177,10 +178,25 @@ class AgentBook:
                              param="workers")
         self._check_claim(agent_id, principal.sub)
         result = HeartbeatResult()
-        entries = self._entries(agent_id, workers, principal.models, result)
-        entries = await self._check_networks(entries, result)
+        try:
+            entries = self._entries(agent_id, workers, principal.models, result)
+            entries = await self._check_networks(entries, result)
+        except WorkerRefused as exc:
+            self._note_refusal(agent_id, principal.sub, exc.message)
+            raise
+        self._refusals.pop(agent_id, None)
         self._apply(agent_id, principal.sub, doc, entries, result)
         return result
+
+    def _note_refusal(self, agent_id: str, subject: str, message: str) -> None:
+        """Log a refused heartbeat once per agent and reason, not every few seconds."""
+        if self._refusals.get(agent_id) == message:
+            return
+        if len(self._refusals) >= 1024:
+            self._refusals.clear()
+        self._refusals[agent_id] = message
+        log.warning("refused a heartbeat of agent %s (token subject %s): %s", agent_id,
+                    printable(subject), message)
 
     def _entries(self, agent_id: str, workers: list[Any], token_models: frozenset[str] | None,
                  result: HeartbeatResult) -> list[_Entry]:

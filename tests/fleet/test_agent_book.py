@@ -196,13 +196,18 @@ async def test_networks_checked_for_literals_and_resolved_names() -> None:
     assert "cannot resolve" in result.rejected[0]["reason"]
 
 
-async def test_credentials_in_a_url_refuse_the_heartbeat() -> None:
+async def test_credentials_in_a_url_refuse_the_heartbeat(
+        caplog: pytest.LogCaptureFixture) -> None:
     agents, registry, _ = book()
-    with pytest.raises(WorkerRefused) as err:
-        await agents.heartbeat(beat("box", {"url": "http://u:hunter2@127.0.0.1:8080",
-                                            "models": ["m"]}), principal())
+    for _ in range(3):
+        with pytest.raises(WorkerRefused) as err:
+            await agents.heartbeat(beat("box", {"url": "http://u:hunter2@127.0.0.1:8080",
+                                                "models": ["m"]}), principal())
     assert "credentials" in err.value.message and "hunter2" not in err.value.message
     assert len(registry) == 0
+    # logged once, not on every heartbeat, and without the password
+    refused = [r.getMessage() for r in caplog.records if "refused a heartbeat" in r.getMessage()]
+    assert len(refused) == 1 and "box" in refused[0] and "hunter2" not in refused[0]
 
 
 async def test_bad_numbers_reject_the_worker() -> None:
