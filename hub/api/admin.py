@@ -6,8 +6,10 @@ import logging
 
 from aiohttp import web
 
+from hub.api.body import require_json
 from hub.config.schema import ConfigError, load_config
 from hub.errors import BadRequest, NotFound
+from hub.fleet.agent_policy import redact_text, redact_url
 from hub.fleet.registry import Worker
 from hub.runtime.hub import Hub
 from hub.runtime.keys import HUB
@@ -16,8 +18,10 @@ log = logging.getLogger("spokehub.admin")
 
 
 def worker_status(w: Worker) -> dict[str, object]:
-    return {"name": w.name, "url": w.url, "kind": w.spec.kind, "source": w.source,
-            "healthy": w.healthy, "detail": w.detail, "draining": w.draining,
+    """A worker as the admin API and the status page show it; URL credentials (a config
+    worker may carry them) are never shown."""
+    return {"name": w.name, "url": redact_url(w.url), "kind": w.spec.kind, "source": w.source,
+            "healthy": w.healthy, "detail": redact_text(w.detail), "draining": w.draining,
             "models": sorted(w.models), "loaded_models": sorted(w.loaded_models),
             "in_flight": w.in_flight, "slots_total": w.slots_total, "slots_busy": w.slots_busy,
             "vram_free_mb": w.vram_free_mb, "agent_stale": w.agent_stale,
@@ -58,7 +62,9 @@ async def list_workers(request: web.Request) -> web.Response:
 
 def _worker(request: web.Request) -> Worker:
     name = request.match_info["name"]
-    worker = _admin(request).registry.get(name)
+    hub = _admin(request)
+    require_json(request)
+    worker = hub.registry.get(name)
     if worker is None:
         raise NotFound(f"No worker named '{name}'")
     return worker
@@ -80,8 +86,10 @@ async def undrain(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
+    hub = _admin(request)
+    require_json(request)
     try:
-        changes = reload_config(_admin(request))
+        changes = reload_config(hub)
     except ConfigError as exc:
         log.error("config reload rejected, keeping the old config: %s", exc)
         raise BadRequest(f"Config rejected, old config kept: {exc}") from None

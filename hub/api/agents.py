@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from hub.api.body import read_body
+from hub.api.body import read_body, require_json
 from hub.errors import InvalidJSON, NotFound
 from hub.runtime.keys import HUB
 
@@ -17,13 +17,15 @@ async def heartbeat(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     principal = hub.authorize(request.headers.get("Authorization"), "agent")
     if not hub.config.agents.enabled:
-        raise NotFound("Agent registration is disabled on this hub (agents.enabled: false)")
+        raise NotFound("Agent registration is disabled on this hub (agents.enabled: false; "
+                       "it defaults to off while auth is off)")
+    require_json(request)
     body = await read_body(request, MAX_HEARTBEAT_BYTES)
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidJSON("Heartbeat body is not valid JSON") from None
-    result = hub.agents.heartbeat(doc, principal.sub)
+    result = await hub.agents.heartbeat(doc, principal)
     # The agent's own interval, but at least three heartbeats per TTL.
     asked = doc.get("interval_s") if isinstance(doc, dict) else None
     ceiling = max(1.0, hub.config.agents.ttl_s / 3)
@@ -31,7 +33,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > 0:
         interval = min(max(float(asked), 1.0), ceiling)
     return web.json_response({"accepted": result.accepted, "rejected": result.rejected,
-                              "interval_s": interval})
+                              "warnings": result.warnings, "interval_s": interval})
 
 
 async def deregister(request: web.Request) -> web.Response:
@@ -45,9 +47,12 @@ async def list_agents(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     hub.authorize(request.headers.get("Authorization"), "admin")
     out = []
-    for agent_id, host in sorted(hub.agents.hosts.items()):
+    for agent_id, rec in sorted(hub.agents.records.items()):
+        if not rec.heard:  # restored from the state file: listed once it reports again
+            continue
         source = hub.agents.source(agent_id)
-        out.append({"agent_id": agent_id, "host": host,
+        out.append({"agent_id": agent_id, "token_subject": rec.owner, "host": rec.host,
+                    "last_seen": rec.last_seen, "labels": rec.labels,
                     "workers": [w.name for w in hub.registry if w.source == source]})
     return web.json_response({"agents": out})
 

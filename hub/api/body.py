@@ -8,7 +8,15 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.errors import BadRequest, BodyTimeout, BodyTooLarge, InvalidJSON, MissingField
+from hub.errors import (
+    BadRequest,
+    BodyTimeout,
+    BodyTooLarge,
+    Forbidden,
+    HubError,
+    InvalidJSON,
+    MissingField,
+)
 
 # What each route needs besides "model", and what type it must be.
 REQUIRED: dict[str, tuple[str, tuple[type, ...], str]] = {
@@ -20,6 +28,40 @@ REQUIRED: dict[str, tuple[str, tuple[type, ...], str]] = {
 
 BODY_TIMEOUT_S = 30.0  # the whole body must arrive by then: a client trickling its body
                       # would otherwise hold a connection and a handler indefinitely
+
+
+class UnsupportedMediaType(HubError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+def require_json(request: web.Request) -> None:
+    """A state-changing route (heartbeat, drain, reload) takes only JSON: 415 otherwise.
+
+    A page on another site can make a browser POST here (a form, or fetch in no-cors
+    mode), but only as form data, multipart or text/plain, or with no body and no
+    Content-Type; asking for application/json needs a CORS preflight, which this hub
+    never grants. So with auth off no web page can drain workers or register one.
+    Browsers put ``Origin`` on every POST, so a POST without a body and without
+    ``Origin`` is no browser's (``curl -X POST``, or aiohttp, which labels the
+    missing body application/octet-stream) and is let through. Browsers that say
+    where a request comes from (``Sec-Fetch-Site``) are refused for anything but a
+    same-origin page (the status page) or a typed-in request.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Forbidden(f"Cross-site requests may not change this hub's state "
+                        f"(Sec-Fetch-Site: {site[:40]})")
+    if request.content_type == "application/json":
+        return
+    if (request.content_type == "application/octet-stream"  # what aiohttp says for none
+            and "Origin" not in request.headers and not request.body_exists):
+        return
+    sent = request.headers.get("Content-Type")
+    raise UnsupportedMediaType(
+        f"This endpoint takes Content-Type: application/json"
+        f"{'' if sent is None else ', not ' + repr(sent[:100])}")
 
 
 async def read_body(request: web.Request, max_bytes: int,

@@ -14,6 +14,7 @@ from hub.admission.limiter import AdmissionConfig, parse_admission
 from hub.auth.config import AuthConfig, parse_auth
 from hub.config.kit import ConfigError, Section, read_yaml
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
+from hub.fleet.agent_policy import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
 from hub.resilience.breaker import BreakerConfig, parse_breaker
 from hub.resilience.outlier import OutlierConfig, parse_outlier
 from hub.resilience.retry_budget import RetryBudgetConfig, parse_retry_budget
@@ -85,12 +86,22 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Agents:
-    """Workers registered by agents' heartbeats (POST /v1/agents/heartbeat)."""
+    """Workers registered by agents' heartbeats (POST /v1/agents/heartbeat).
 
-    enabled: bool = True
+    ``enabled`` defaults to ``auth.enabled``: without auth anyone who can reach the hub
+    could register workers, so that needs ``agents.enabled: true`` written out.
+    """
+
+    enabled: bool = False
     ttl_s: float = 15.0  # no heartbeat for this long: the worker gets no traffic
     remove_after_s: float = 600.0  # ... and after this long it is forgotten
     state_file: str | None = None  # persist agent workers here across hub restarts
+    # Advertised worker URLs must resolve into these (every address of the host).
+    allowed_networks: tuple[IPNetwork, ...] = field(
+        default_factory=lambda: parse_networks(list(DEFAULT_ALLOWED_NETWORKS), "agents"))
+    max_ids_per_token: int = 16  # agent ids one token subject may report at once
+    max_workers: int = 256  # agent-registered workers in total
+    alias_targets: bool = False  # may agent workers serve models that aliases point to?
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +170,18 @@ def _limits(s: Section) -> Limits:
     return out
 
 
-def _agents(s: Section) -> Agents:
-    out = Agents(enabled=s.flag("enabled", True),
-                 ttl_s=s.number("ttl_s", 15.0),
-                 remove_after_s=s.number("remove_after_s", 600.0),
-                 state_file=s.text("state_file"))
+def _agents(s: Section, auth_enabled: bool) -> Agents:
+    d = Agents()
+    networks = s.get("allowed_networks")
+    out = Agents(enabled=s.flag("enabled", auth_enabled),
+                 ttl_s=s.number("ttl_s", d.ttl_s),
+                 remove_after_s=s.number("remove_after_s", d.remove_after_s),
+                 state_file=s.text("state_file"),
+                 allowed_networks=d.allowed_networks if networks is None
+                 else parse_networks(networks, s.key("allowed_networks")),
+                 max_ids_per_token=s.integer("max_ids_per_token", d.max_ids_per_token, lo=1),
+                 max_workers=s.integer("max_workers", d.max_workers, lo=0),
+                 alias_targets=s.flag("alias_targets", d.alias_targets))
     s.done()
     if out.remove_after_s < out.ttl_s:
         raise ConfigError(f"{s.path}.remove_after_s: must be >= ttl_s ({out.ttl_s})")
@@ -184,16 +202,17 @@ def parse_config(raw: object) -> Config:
     aliases: dict[str, str] = {}
     for key in list(aliases_s.data):
         aliases[str(key)] = aliases_s.text(key, required=True)
+    auth = parse_auth(root.get("auth"), "auth")
     cfg = Config(
         listen=_listen(root.section("listen")),
-        auth=parse_auth(root.get("auth"), "auth"),
+        auth=auth,
         admission=parse_admission(root.get("admission"), "admission"),
         routing=_routing(root.section("routing")),
         health=_health(root.section("health")),
         timeouts=_timeouts(root.section("timeouts")),
         limits=_limits(root.section("limits")),
         aliases=aliases,
-        agents=_agents(root.section("agents")),
+        agents=_agents(root.section("agents"), auth.enabled),
         resilience=_resilience(root.section("resilience")),
         workers=tuple(workers),
         log_level=root.text("log_level", "info",

@@ -26,6 +26,28 @@ ANONYMOUS = Principal(sub="anonymous", tenant="default",
                       scopes=frozenset({"infer", "admin", "agent"}), models=None)
 
 
+def security_warnings(config: Config) -> list[str]:
+    """What an operator must know about this config's exposure, logged at start and
+    after a reload that changes it."""
+    out: list[str] = []
+    if not config.auth.enabled:
+        host = config.listen.host
+        where = "only this machine" if host in ("127.0.0.1", "::1", "localhost") else \
+            f"every host that can reach {host}:{config.listen.port}"
+        out.append(f"AUTH IS OFF (auth.enabled: false): {where} can run inference, drain "
+                   f"workers and reload the config without a token. Turn auth on for "
+                   f"anything but local development.")
+        if config.agents.enabled:
+            out.append("AGENT REGISTRATION IS ON WITHOUT AUTH (agents.enabled: true, "
+                       "auth.enabled: false): anyone who can reach the hub can register "
+                       "workers and draw traffic for any model inside "
+                       "agents.allowed_networks.")
+        else:
+            out.append("agent registration is off because auth is off; heartbeats get "
+                       "404 (set agents.enabled: true to allow it anyway)")
+    return out
+
+
 def build_verifier(config: Config) -> Verifier | None:
     """Read the configured keys (files, env) into a fresh verifier; raises ConfigError."""
     if not config.auth.enabled:
@@ -41,9 +63,11 @@ class Hub:
                                  unhealthy_after=config.health.unhealthy_after)
         self._proxy: Proxy | None = None
         self.metrics = Metrics(self.registry, lambda: self._proxy)
-        self.agents = AgentBook(self.registry, config.agents)
+        self.agents = AgentBook(self.registry, config.agents, aliases=config.aliases)
         self.admission = Admission(config.admission)
         self.verifier = build_verifier(config)
+        for warning in security_warnings(config):
+            log.warning("%s", warning)
 
     def authorize(self, authorization: str | None, scope: str) -> Principal:
         """The caller's principal, checked for ``scope``; raises a 401/403 HubError."""
@@ -100,7 +124,12 @@ class Hub:
         self.verifier = verifier
         if new.admission != old.admission:
             self.admission = Admission(new.admission)
-        self.agents.settings = new.agents
+        for name in self.agents.reconfigure(new.agents, new.aliases):
+            changes.append(f"worker {name}: removed (agents may no longer register it)")
+        warnings = security_warnings(new)
+        if warnings != security_warnings(old):
+            for warning in warnings:
+                log.warning("%s", warning)
         self.registry.healthy_after = new.health.healthy_after
         self.registry.unhealthy_after = new.health.unhealthy_after
         for section in ("auth", "admission", "routing", "health", "timeouts", "limits",

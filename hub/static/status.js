@@ -73,6 +73,8 @@ function forgetToken() {
 
 async function api(method, path) {
   const headers = { Accept: "application/json" };
+  // The hub takes state changes as JSON only: a cross-site form cannot send this type.
+  if (method !== "GET") headers["Content-Type"] = "application/json";
   const token = readToken();
   if (token) headers.Authorization = `Bearer ${token}`;
   const abort = new AbortController();

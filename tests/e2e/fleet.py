@@ -291,7 +291,8 @@ def fleet_hub_config(policy: str) -> dict[str, Any]:
     """A hub with no static workers (the agent registers both boxes) and fast probes."""
     return {"routing": {"policy": policy},
             "health": {"interval_s": 0.5, "timeout_s": 2},
-            "agents": {"ttl_s": 30, "remove_after_s": 120},
+            # auth is off here: agent registration must be switched on explicitly
+            "agents": {"enabled": True, "ttl_s": 30, "remove_after_s": 120},
             # Slow-worker ejection is a separate mechanism: off, so only the policy differs.
             "resilience": {"outlier": {"max_ejected_fraction": 0}},
             "log_level": "warning", "workers": []}

@@ -270,7 +270,7 @@ def test_page_lists_the_fleet_and_shows_a_killed_worker_down(
     llama = make_llama("tiny")
     doomed = make_fault("fault-model")
     odd = make_fault(HTML_MODEL)
-    config = workers_config(llama, doomed, odd, agents={"ttl_s": 120})
+    config = workers_config(llama, doomed, odd, agents={"enabled": True, "ttl_s": 120})
     config["workers"].append({"name": "w3", "url": "http://127.0.0.1:9", "kind": "llamacpp"})
     hub = make_hub(config)
     # A worker registered by an agent, which also reports slots and free VRAM.
@@ -301,7 +301,7 @@ def test_page_lists_the_fleet_and_shows_a_killed_worker_down(
     expect(status.cell("w0", "latency")).to_have_text(re.compile(r"^[0-9.]+ (ms|s)$"))
     expect(status.cell("w0", "slots")).to_have_text("\u2014not reported")
     expect(status.cell("w0", "vram")).to_have_text("\u2014not reported")
-    agent = "gpu-box-1-tiny"
+    agent = f"gpu-box-1-llamacpp-{llama.port}"  # the hub names agent workers
     expect(status.cell(agent, "source")).to_have_text("agent:gpu-box-1")
     expect(status.cell(agent, "health")).to_contain_text("Up")
     expect(status.cell(agent, "slots")).to_have_text("1 / 2")

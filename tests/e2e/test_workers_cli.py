@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from hub.cli.workers import COLUMNS
+from hub.cli.workers_table import COLUMNS, render_table, scrub
 from tests.e2e.fleet import (
     JWT_ENV,
     AgentProcess,
@@ -25,7 +25,7 @@ from tests.e2e.fleet import (
     jwt_secret,
     wait_for,
 )
-from tests.support.hubproc import HubProcess
+from tests.support.hubproc import FaultWorker, HubProcess
 from tests.support.llama import LlamaWorker
 from tests.support.procs import free_port
 
@@ -217,3 +217,43 @@ def test_a_silent_agents_worker_is_shown_stale(
     health = table(out.stdout)[name]["HEALTH"]
     assert admin_workers(hub, admin)[name]["agent_stale"] is True
     assert health == "up, stale"
+
+
+# -- what the hub reports is shown as text ------------------------------------------------
+
+HOSTILE = "\x1b[2J\x1b[1;31mevil\x1b[0m\rmodel\x07"
+
+
+def test_table_cells_are_stripped_of_escapes_and_credentials() -> None:
+    """Agents and workers choose names, models and details; none of it may move the
+    cursor, clear the screen, overwrite a line or show a URL's password."""
+    out = render_table([{"name": "box-llamacpp-1\x1b]0;title\x07", "kind": "llamacpp",
+                         "source": "agent:box\r\x1b[31m", "healthy": False,
+                         "models": [HOSTILE, "ok\u202emodel"],
+                         "detail": "connect to http://ops:pa55@10.0.0.1:8080 failed\r\x1b[K"}])
+    for bad in ("\x1b", "\r", "\x07", "\u202e", "pa55"):
+        assert bad not in out, (bad, out)
+    assert "evil model" in out and "http://***@10.0.0.1:8080" in out
+    assert "box-llamacpp-1" in out and "agent:box" in out
+    assert scrub({"workers": [{"url": "http://a:b@127.0.0.1:9"}]}) == \
+        {"workers": [{"url": "http://***@127.0.0.1:9"}]}
+
+
+def test_cli_shows_hostile_model_names_and_url_credentials_safely(
+        make_hub: Callable[..., HubProcess], make_fault: Callable[..., FaultWorker]) -> None:
+    """A worker whose /v1/models names a model with terminal escapes, behind a config
+    URL with a password: neither reaches the operator's terminal, as a table or JSON."""
+    fault = make_fault(HOSTILE)
+    url = f"http://ops:pa55word@127.0.0.1:{fault.port}"
+    hub = make_hub({"health": {"interval_s": 0.3, "timeout_s": 1},
+                    "workers": [{"name": "locked", "url": url}]})
+    wait_for(lambda: admin_workers(hub, None)["locked"]["healthy"], 15, "worker up")
+    out = cli("--hub", hub.url)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\r" not in out.stdout and "\x07" not in out.stdout
+    assert table(out.stdout)["locked"]["MODELS"] == "evil model"
+    out = cli("--hub", hub.url, "--json")
+    assert out.returncode == 0, out.stderr
+    assert "pa55word" not in out.stdout and "\x1b" not in out.stdout
+    assert json.loads(out.stdout)["workers"][0]["url"] == \
+        f"http://***@127.0.0.1:{fault.port}"

@@ -598,7 +598,8 @@ def test_agent_id_belongs_to_the_token_that_registered_it(ah: AuthHub) -> None:
     box_a = ah.token(tenant="box-a", scope="agent")
     box_b = ah.token(tenant="box-b", scope="agent")
     beat = {"agent_id": "shared-id", "workers": [
-        {"name": "shared-id-w", "url": "http://127.0.0.1:9", "kind": "llamacpp"}]}
+        {"name": "shared-id-w", "url": "http://127.0.0.1:9", "kind": "llamacpp",
+         "models": ["m"]}]}
     assert request(ah.port, "POST", "/v1/agents/heartbeat", beat, token=box_a).status == 200
     # another agent token can neither report as that agent nor deregister it
     err = assert_forbidden(request(ah.port, "POST", "/v1/agents/heartbeat", beat, token=box_b))
