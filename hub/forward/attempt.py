@@ -11,6 +11,7 @@ and to report; a failure after that ends the client's stream with an error event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from aiohttp import web
@@ -29,20 +30,21 @@ from hub.fleet.registry import Worker
 from hub.forward.call import Call
 from hub.forward.deadline import Deadline
 from hub.forward.relay import (
-    MAX_PENDING,
     ByteSource,
     ClientGone,
     TranslatedStream,
     end_with_error,
-    has_data_event,
+    first_events,
     relay_events,
 )
+from hub.forward.sse import ending_for
 from hub.resilience.report import AttemptOutcome, AttemptReport
 from hub.upstream import Pool, Response, UpstreamConnectFailed, UpstreamTransportError
 
 # Statuses that mean "this worker cannot take it now": try another one.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_ERROR_BODY = 64 * 1024
+DRAIN_S = 1.0  # after a stream's final event, how long the body's end may take to come
 
 
 class AttemptFailed(Exception):
@@ -100,12 +102,15 @@ class Attempt:
                         await up.read(MAX_ERROR_BODY)
                         raise AttemptFailed(AttemptOutcome.for_status(up.status),
                                             UpstreamError(f"worker answered HTTP {up.status}"))
-                    if self.call.stream and up.status == 200:
-                        return await self.answer_stream(request, up, deadline)
-                    return await self.answer_whole(up)
+                    if not self.call.stream or up.status != 200:
+                        return await self.answer_whole(up)
+                    out = await self.answer_stream(request, up, deadline)
+                await _drain(up)
+                return out
         except asyncio.CancelledError:
             if self.stopping() and self.out is not None:
                 self.call.error = ShuttingDown.code
+                self._release()
                 await end_with_error(self.out, ShuttingDown("The hub is shutting down"))
             raise
         except ClientGone:
@@ -113,11 +118,12 @@ class Attempt:
             self.call.error = "client_disconnected"
             assert self.out is not None
             return self.out
-        except (UpstreamTransportError, UpstreamTimeout) as exc:
+        except (UpstreamTransportError, UpstreamError) as exc:
             if self.out is None:
                 raise self._failed(exc) from exc
-            err = exc if isinstance(exc, UpstreamTimeout) else self._broken(exc)
+            err = exc if isinstance(exc, UpstreamError) else self._broken(exc)
             self.call.error = err.code
+            self._release()  # free the worker before waiting on the client
             await end_with_error(self.out, err)
             return self.out
         finally:
@@ -144,22 +150,13 @@ class Attempt:
 
     async def answer_stream(self, request: web.Request, up: Response,
                             deadline: Deadline) -> web.StreamResponse:
-        """Wait for the first data event (still under first_byte_s), then relay the stream."""
+        """Wait for the first data event (still under first_byte_s), then relay the stream
+        up to its final event."""
         call = self.call
         content: ByteSource = up
         if self.translator is not None:
             content = TranslatedStream(up, self.translator.stream())
-        first = await content.readany()
-        # Answered once a whole data event came: keep-alive comments or an event that
-        # never ends are no answer.
-        while first and not has_data_event(first) and len(first) <= MAX_PENDING:
-            more = await content.readany()
-            if not more:
-                break
-            first += more
-        if not first:
-            raise AttemptFailed(AttemptOutcome.BROKEN,
-                                UpstreamError("worker closed the stream before any data"))
+        first = await first_events(content)
         call.ttft_s = asyncio.get_running_loop().time() - self.started
         self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
         deadline.set_phase("next chunk", self.timeouts.idle_s)
@@ -171,18 +168,20 @@ class Attempt:
             "X-Request-ID": call.request_id,
             "X-Spokehub-Worker": self.worker.name})
         await out.prepare(request)
-        await relay_events(content, out, first, deadline)
+        await relay_events(content, out, first, deadline, ending=ending_for(call.route))
         await out.write_eof()
         return out
 
-    def _failed(self, exc: UpstreamTransportError | UpstreamTimeout) -> AttemptFailed:
-        """What a transport failure or timeout before the client's first byte means."""
+    def _failed(self, exc: UpstreamTransportError | UpstreamError) -> AttemptFailed:
+        """What a failure before the client's first byte says about the worker."""
         if isinstance(exc, UpstreamConnectFailed):
             return AttemptFailed(AttemptOutcome.CONNECT_FAILED, UpstreamConnectError(
                 f"Could not connect to worker {self.worker.name}"),
                 detail=f"connect: {exc.os_error or exc}")
         if isinstance(exc, UpstreamTimeout):
             return AttemptFailed(AttemptOutcome.TIMED_OUT, exc)
+        if isinstance(exc, UpstreamError):  # the stream's framing: cut short, oversized
+            return AttemptFailed(AttemptOutcome.BROKEN, exc)
         return AttemptFailed(AttemptOutcome.BROKEN, self._broken(exc))
 
     def _broken(self, exc: UpstreamTransportError) -> UpstreamError:
@@ -200,3 +199,14 @@ class Attempt:
 
     def __repr__(self) -> str:
         return f"<Attempt {self.call.request_id} -> {self.worker.name} {self.report.outcome}>"
+
+
+async def _drain(up: Response) -> None:
+    """The client has its whole answer: read the rest of the worker's body (usually just
+    the end of its chunked coding) so the connection can be reused. A worker that keeps
+    sending or stalls gets its connection closed instead."""
+    left = MAX_ERROR_BODY
+    with contextlib.suppress(TimeoutError, UpstreamTransportError):
+        async with asyncio.timeout(DRAIN_S):
+            while left > 0 and not up.is_eof():
+                left -= len(await up.readany())
