@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 
 from aiohttp import web
@@ -48,12 +49,17 @@ DRAIN_S = 1.0  # after a stream's final event, how long the body's end may take 
 
 
 class AttemptFailed(Exception):
-    """The attempt failed before anything reached the client; another worker may try."""
+    """The attempt failed before anything reached the client; another worker may try.
 
-    def __init__(self, outcome: AttemptOutcome, error: UpstreamError, detail: str = "") -> None:
+    ``accepted``: the worker had answered with headers, so it may still be working on
+    the request (a timeout then is a slow generation, not a dead worker)."""
+
+    def __init__(self, outcome: AttemptOutcome, error: UpstreamError, *, accepted: bool,
+                 detail: str = "") -> None:
         super().__init__(error.message)
         self.outcome = outcome
         self.error = error
+        self.accepted = accepted
         self.detail = detail  # for the log and passive health, never for the client
 
 
@@ -101,8 +107,12 @@ class Attempt:
                     if up.status in RETRYABLE_STATUS:
                         await up.read(MAX_ERROR_BODY)
                         raise AttemptFailed(AttemptOutcome.for_status(up.status),
-                                            UpstreamError(f"worker answered HTTP {up.status}"))
+                                            UpstreamError(f"worker answered HTTP {up.status}"),
+                                            accepted=True)
                     if not self.call.stream or up.status != 200:
+                        # Accepted: the answer may take until total_s (a worker may send
+                        # its headers before it generates).
+                        deadline.set_phase("the answer", math.inf)
                         return await self.answer_whole(up)
                     out = await self.answer_stream(request, up, deadline)
                 await _drain(up)
@@ -140,7 +150,8 @@ class Attempt:
                 answer = self.translator.response(up.status, answer)
             except (ValueError, KeyError, TypeError):
                 raise AttemptFailed(AttemptOutcome.BROKEN, UpstreamError(
-                    f"Worker {self.worker.name} sent an unreadable answer")) from None
+                    f"Worker {self.worker.name} sent an unreadable answer"),
+                    accepted=True) from None
             content_type = "application/json"
         self.report.report(AttemptOutcome.for_status(up.status), ttfb_s=call.ttft_s)
         return web.Response(status=up.status, body=answer, headers={
@@ -173,16 +184,19 @@ class Attempt:
         return out
 
     def _failed(self, exc: UpstreamTransportError | UpstreamError) -> AttemptFailed:
-        """What a failure before the client's first byte says about the worker."""
+        """What a failure before the client's first byte says about the worker. Any
+        transport error (whichever subclass the client raises) is a broken attempt."""
+        accepted = self.up is not None
         if isinstance(exc, UpstreamConnectFailed):
             return AttemptFailed(AttemptOutcome.CONNECT_FAILED, UpstreamConnectError(
-                f"Could not connect to worker {self.worker.name}"),
+                f"Could not connect to worker {self.worker.name}"), accepted=False,
                 detail=f"connect: {exc.os_error or exc}")
         if isinstance(exc, UpstreamTimeout):
-            return AttemptFailed(AttemptOutcome.TIMED_OUT, exc)
+            return AttemptFailed(AttemptOutcome.TIMED_OUT, exc, accepted=accepted)
         if isinstance(exc, UpstreamError):  # the stream's framing: cut short, oversized
-            return AttemptFailed(AttemptOutcome.BROKEN, exc)
-        return AttemptFailed(AttemptOutcome.BROKEN, self._broken(exc))
+            return AttemptFailed(AttemptOutcome.BROKEN, exc, accepted=accepted)
+        return AttemptFailed(AttemptOutcome.BROKEN, self._broken(exc), accepted=accepted,
+                             detail=str(exc))
 
     def _broken(self, exc: UpstreamTransportError) -> UpstreamError:
         return UpstreamError(f"Worker {self.worker.name} failed: {type(exc).__name__}")

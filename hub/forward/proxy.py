@@ -1,10 +1,11 @@
 """Send a call to a worker, failing over before the first byte reaches the client.
 
-Decisions (which worker) are sync reads of the registry; only the I/O awaits.
+Decisions (which worker, whether to try another) are sync; only the I/O awaits.
 A worker failure before anything was written to the client is retried on the next
-candidate (bounded by ``routing.max_attempts``); after that, the stream is ended
-with an error event, never retried. One attempt (send, answer) is ``attempt.py``'s;
-every attempt's outcome lands in one :class:`FleetReport`.
+candidate (bounded by ``routing.max_attempts`` and the retry budget), except where a
+retry would multiply GPU work or blame (:func:`after_failure`); once the client has a
+byte, the stream is ended with an error event, never retried. One attempt (send,
+answer) is ``attempt.py``'s; every attempt's outcome lands in one :class:`FleetReport`.
 """
 
 from __future__ import annotations
@@ -23,12 +24,35 @@ from hub.forward.attempt import Attempt, AttemptFailed
 from hub.forward.call import Call
 from hub.resilience.breaker import Breakers, State
 from hub.resilience.outlier import LatencyStat, OutlierDetector
-from hub.resilience.report import FleetReport
+from hub.resilience.report import AttemptOutcome, FleetReport
 from hub.resilience.retry_budget import RetryBudget
 from hub.routing import Policy, make_policy
 from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.proxy")
+
+
+def after_failure(outcome: AttemptOutcome, *, accepted: bool, earlier_5xx: bool,
+                  retry_on_timeout: bool) -> tuple[AttemptOutcome, bool]:
+    """What to report for an attempt that failed before the client's first byte, and
+    whether another worker may try the request.
+
+    * A timeout after the worker accepted the request (sent headers) is a slow
+      generation that may still be running there: another worker would start it over,
+      so it ends the request unless ``routing.retry_on_timeout``. It counts against
+      that worker's breaker either way.
+    * A 5xx for a request that already got one from another worker stops the failover
+      and is not charged to the second worker's breaker. A request that two workers
+      reject is more likely at fault than both workers (a "query of death"); charging
+      every worker it visits would let one bad prompt, replayed by a client, open every
+      breaker in the fleet. The first 5xx is charged, so a broken worker stays visible
+      even when its neighbour is broken too.
+    """
+    if outcome is AttemptOutcome.SERVER_ERROR and earlier_5xx:
+        return AttemptOutcome.REPEATED_SERVER_ERROR, False
+    if outcome is AttemptOutcome.TIMED_OUT and accepted and not retry_on_timeout:
+        return outcome, False
+    return outcome, True
 
 
 class Proxy:
@@ -72,6 +96,7 @@ class Proxy:
         self.capacity.timeout_s = adm.worker_queue_timeout_s
         self.timeouts: Timeouts = config.timeouts
         self.max_attempts = config.routing.max_attempts
+        self.retry_on_timeout = config.routing.retry_on_timeout
 
     @property
     def breakers(self) -> Breakers:
@@ -137,15 +162,17 @@ class Proxy:
     async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
         tried: list[Worker] = []
         last: UpstreamError | None = None
+        earlier_5xx = False
         self.retry_budget.deposit()
-        for attempt in range(self.max_attempts):
-            if attempt and not self.retry_budget.try_withdraw():
-                log.info("request %s: retry budget spent; not retrying", call.request_id)
-                break
+        for _ in range(self.max_attempts):
             worker = self.pick(call.model, tried)
             if worker is None and not tried and self.registry.saturated(call.model):
                 worker = await self._wait_for_room(call.model)
             if worker is None:
+                break
+            if tried and not self.retry_budget.try_withdraw():  # only a real retry pays
+                self.fleet.attempt(worker, call.model).report(AttemptOutcome.ABANDONED)
+                log.info("request %s: retry budget spent; not retrying", call.request_id)
                 break
             tried.append(worker)
             call.worker = worker.name
@@ -157,11 +184,18 @@ class Proxy:
                                              report=report, stopping=self._stopping,
                                              ).run(request)
                     except AttemptFailed as failed:
-                        report.report(failed.outcome, detail=failed.detail)
+                        outcome, go_on = after_failure(
+                            failed.outcome, accepted=failed.accepted, earlier_5xx=earlier_5xx,
+                            retry_on_timeout=self.retry_on_timeout)
+                        earlier_5xx |= failed.outcome is AttemptOutcome.SERVER_ERROR
+                        report.report(outcome, detail=failed.detail)
                         last = failed.error
                 log.info("request %s: worker %s failed before first byte (%s); %s",
                          call.request_id, worker.name, last.message,
-                         "retrying" if call.attempts < self.max_attempts else "giving up")
+                         "giving up" if not go_on or call.attempts >= self.max_attempts
+                         else "retrying")
+                if not go_on:
+                    break
             finally:
                 if len(self.capacity):
                     self.capacity.wake()  # a slot is free: the longest waiter may take it

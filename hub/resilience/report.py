@@ -34,6 +34,9 @@ class AttemptOutcome(Enum):
     CLIENT_ERROR = "client_error"  # a 4xx answer: the request's fault
     THROTTLED = "throttled"  # 429: busy, not broken
     SERVER_ERROR = "server_error"  # a 5xx answer
+    # A 5xx for a request another worker already answered with a 5xx: more likely the
+    # request's fault (a "query of death") than the second worker's, so not charged.
+    REPEATED_SERVER_ERROR = "repeated_server_error"
     CONNECT_FAILED = "connect_failed"  # no connection: the worker is down
     BROKEN = "broken"  # the exchange broke after sending, or the answer was unusable
     TIMED_OUT = "timed_out"  # an upstream timeout fired before the answer
@@ -56,6 +59,7 @@ BREAKER_OUTCOME: dict[AttemptOutcome, Outcome] = {
     AttemptOutcome.CLIENT_ERROR: Outcome.IGNORED,
     AttemptOutcome.THROTTLED: Outcome.IGNORED,
     AttemptOutcome.SERVER_ERROR: Outcome.FAILURE,
+    AttemptOutcome.REPEATED_SERVER_ERROR: Outcome.IGNORED,
     AttemptOutcome.CONNECT_FAILED: Outcome.FAILURE,
     AttemptOutcome.BROKEN: Outcome.FAILURE,
     AttemptOutcome.TIMED_OUT: Outcome.FAILURE,
