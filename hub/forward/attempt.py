@@ -64,8 +64,8 @@ class AttemptFailed(Exception):
 
 
 class Attempt:
-    __slots__ = ("call", "out", "pool", "report", "started", "stopping", "timeouts",
-                 "translator", "up", "worker")
+    __slots__ = ("call", "headers_s", "out", "pool", "report", "started", "stopping",
+                 "timeouts", "translator", "up", "worker")
 
     def __init__(self, call: Call, worker: Worker, pool: Pool, timeouts: Timeouts, *,
                  report: AttemptReport, stopping: Callable[[], bool]) -> None:
@@ -79,6 +79,7 @@ class Attempt:
         self.up: Response | None = None
         self.out: web.StreamResponse | None = None  # set once the client's stream started
         self.started = 0.0
+        self.headers_s = 0.0  # from sending to the response headers
 
     def _request(self) -> tuple[str, dict[str, str], bytes]:
         """URL, headers and body for this worker's kind; BadRequest if it cannot take it."""
@@ -104,6 +105,7 @@ class Attempt:
                 async with Deadline(t.first_byte_s, t.total_s) as deadline:
                     up = self.up = await self.pool.request("POST", url, headers, body,
                                                            t.connect_s)
+                    self.headers_s = asyncio.get_running_loop().time() - self.started
                     if up.status in RETRYABLE_STATUS:
                         await up.read(MAX_ERROR_BODY)
                         raise AttemptFailed(AttemptOutcome.for_status(up.status),
@@ -142,8 +144,8 @@ class Attempt:
     async def answer_whole(self, up: Response) -> web.Response:
         """Read the whole answer (translated if need be) and pass it on with its status."""
         call = self.call
+        call.ttft_s = self.headers_s  # a non-stream answer's first byte: its headers
         answer = await up.read()
-        call.ttft_s = asyncio.get_running_loop().time() - self.started
         content_type = up.header("Content-Type", "application/json")
         if self.translator is not None:
             try:

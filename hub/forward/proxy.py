@@ -109,7 +109,7 @@ class Proxy:
         detector = self.outliers.get(model)
         if detector is not None:
             candidates = detector.admit(candidates)
-        worker = self.policy.pick(candidates)
+        worker = self.policy.pick(candidates, model=model)
         # Nothing awaited since would_allow(), so this admits; only the picked worker's
         # breaker is asked, or unused half-open probe slots would stay taken.
         if worker is None or not breakers.get(worker.name).allow():
@@ -129,8 +129,10 @@ class Proxy:
             detector = self.outliers.get(model)
             if detector is None:
                 detector = self.outliers[model] = OutlierDetector(self.outlier_cfg)
-            stats = [LatencyStat(w.name, w.ewma_latency_s, w.latency_samples, w.routable)
-                     for w in workers]
+            stats: list[LatencyStat] = []
+            for w in workers:  # each worker's time to first byte for this model only
+                ttfb = w.ttfb(model)
+                stats.append(LatencyStat(w.name, ttfb.value, ttfb.samples, w.routable))
             for name in detector.update(stats):
                 log.warning("worker %s ejected for model %s: time to first byte far above "
                             "its peers'", name, model)

@@ -8,8 +8,8 @@ The forwarding code says what happened to an attempt (an :class:`AttemptOutcome`
   probe slot is released however the attempt ends;
 * a failed connect takes the worker out of rotation at once (passive health) until a
   probe brings it back;
-* an answered attempt's time to first byte feeds the worker's latency statistics,
-  which the outlier detector and least-loaded tie-breaks read.
+* an answered attempt's time to first byte feeds the worker's statistics for that
+  model, which the outlier detector and least-loaded tie-breaks read.
 
 An attempt reports once (:class:`AttemptReport`): the first report counts and later
 ones are dropped, as with the breaker's permit. Sync and free of I/O.
@@ -81,7 +81,9 @@ class FleetReport:
     def report(self, worker: Worker, model: str, outcome: AttemptOutcome, *,
                ttfb_s: float | None = None, detail: str = "",
                permit: Permit | None = None) -> None:
-        """Apply one attempt's outcome; ``detail`` says why a connect failed."""
+        """Apply one attempt's outcome. ``ttfb_s`` counts only for an answered attempt
+        (a quick 4xx says nothing about generation speed); ``detail`` says why a connect
+        failed."""
         verdict = BREAKER_OUTCOME[outcome]
         if permit is not None:
             permit.record(verdict)
@@ -89,8 +91,8 @@ class FleetReport:
             self.breakers.get(worker.name).record(verdict)
         if outcome is AttemptOutcome.CONNECT_FAILED:
             self.registry.mark_unreachable(worker, detail or "connect failed")
-        elif ttfb_s is not None:
-            worker.observe_latency(ttfb_s)
+        elif outcome is AttemptOutcome.ANSWERED and ttfb_s is not None:
+            worker.observe_ttfb(model, ttfb_s)
 
     def __repr__(self) -> str:
         return f"<FleetReport {self.registry!r} {self.breakers!r}>"
