@@ -97,6 +97,8 @@ class EventSplitter:
         """The events this chunk completes, as received; b"" if it completes none."""
         held = self._held
         if not held:  # nothing waiting: cut the chunk itself, no copy when it ends an event
+            if chunk.endswith(b"\n\n") and len(chunk) <= self.max_event:
+                return chunk  # the usual chunk: whole events, none over the cap
             end = self._last_end(chunk, 0)
             if end == len(chunk):
                 return chunk
