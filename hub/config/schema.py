@@ -51,6 +51,7 @@ class Listen:
 class Routing:
     policy: str = "round_robin"
     max_attempts: int = 3
+    retry_on_timeout: bool = False  # retry a timeout after the worker accepted the request
     vram_weighted: VramWeightedConfig = field(default_factory=VramWeightedConfig)
 
 
@@ -130,6 +131,7 @@ def _listen(s: Section) -> Listen:
 def _routing(s: Section) -> Routing:
     out = Routing(policy=s.text("policy", "round_robin", choices=ROUTING_POLICIES),
                   max_attempts=s.integer("max_attempts", 3, lo=1, hi=10),
+                  retry_on_timeout=s.flag("retry_on_timeout", False),
                   vram_weighted=parse_vram_weighted(s.get("vram_weighted"),
                                                     s.key("vram_weighted")))
     s.done()

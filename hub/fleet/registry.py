@@ -20,6 +20,19 @@ __all__ = ["ProbeResult", "Registry", "Worker"]  # ProbeResult: what apply_probe
 EWMA_ALPHA = 0.2
 
 
+@dataclass(slots=True)
+class Ewma:
+    """An exponentially weighted moving average and the number of samples behind it."""
+
+    value: float | None = None
+    samples: int = 0
+
+    def add(self, sample: float) -> None:
+        self.samples += 1
+        prev = self.value
+        self.value = sample if prev is None else prev + EWMA_ALPHA * (sample - prev)
+
+
 @dataclass(slots=True, eq=False)
 class Worker:
     spec: WorkerSpec
@@ -29,8 +42,11 @@ class Worker:
     in_flight: int = 0
     slots_total: int | None = None
     slots_busy: int | None = None
-    ewma_latency_s: float | None = None
-    latency_samples: int = 0  # responses behind ewma_latency_s
+    # Time to first byte (TTFB): response headers of a non-stream answer, the first data
+    # event of a stream; never the whole request, whose length depends on max_tokens.
+    ewma_latency_s: float | None = None  # TTFB over every model, for display
+    latency_samples: int = 0  # answers behind ewma_latency_s
+    ttfb_by_model: dict[str, Ewma] = field(default_factory=dict)  # compare like with like
     draining: bool = False
     source: str = "config"  # "config", or "agent:<agent_id>" for agent-registered workers
     vram_free_mb: float | None = None
@@ -71,10 +87,19 @@ class Worker:
         finally:
             self.in_flight -= 1
 
-    def observe_latency(self, seconds: float) -> None:
+    def observe_ttfb(self, model: str, seconds: float) -> None:
+        """One answered request's time to first byte, for ``model``."""
         self.latency_samples += 1
         prev = self.ewma_latency_s
         self.ewma_latency_s = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
+        per_model = self.ttfb_by_model.get(model)
+        if per_model is None:
+            per_model = self.ttfb_by_model[model] = Ewma()
+        per_model.add(seconds)
+
+    def ttfb(self, model: str) -> Ewma:
+        """TTFB statistics for ``model`` on this worker (empty before its first answer)."""
+        return self.ttfb_by_model.get(model) or Ewma()
 
     def __repr__(self) -> str:
         state = "up" if self.healthy else "down"

@@ -1,4 +1,8 @@
 """Forwarding one request: pick a worker, send, fail over before the first byte,
 enforce upstream timeouts, and relay the answer (bytes or SSE events) to the client.
-It reads the fleet and routing, reports outcomes to resilience, and talks to workers
-only through ``hub.upstream`` and ``hub.backends``; it must not import ``hub.api``."""
+
+``proxy.py`` the failover loop and its rules; ``attempt.py`` one attempt at one worker;
+``deadline.py`` the upstream timeouts; ``sse.py`` event framing and each API's final
+event; ``relay.py`` copying a stream to the client. It reads the fleet and routing,
+reports outcomes to ``hub.resilience.report``, and talks to workers only through
+``hub.upstream`` and ``hub.backends``; it must not import ``hub.api``."""

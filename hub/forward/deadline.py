@@ -5,6 +5,10 @@ re-arms itself from a ``last progress`` timestamp that the relay bumps per chunk
 (one ``loop.time()`` call). When it expires it cancels the task, and leaving the
 ``async with`` turns that cancellation into :class:`UpstreamTimeout`. A cancel
 from anywhere else (client disconnect) passes through untouched.
+
+The idle allowance measures the worker: the relay pauses it while a write waits for a
+slow client (:meth:`Deadline.pause`, :meth:`Deadline.resume`). The total allowance
+always runs, so a client that never reads cannot hold a worker's slot for ever.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from hub.errors import UpstreamTimeout
 
 
 class Deadline:
-    __slots__ = ("_handle", "_loop", "_task", "expired", "idle_s", "last", "phase", "total_at")
+    __slots__ = ("_handle", "_loop", "_task", "expired", "idle_s", "last", "paused", "phase",
+                 "total_at")
 
     def __init__(self, idle_s: float, total_s: float, phase: str = "first byte") -> None:
         self._loop = asyncio.get_running_loop()
@@ -25,11 +30,21 @@ class Deadline:
         self.total_at = now + total_s
         self.last = now
         self.phase = phase
+        self.paused = False
         self.expired: str | None = None
         self._task: asyncio.Task[object] | None = None
         self._handle: asyncio.TimerHandle | None = None
 
     def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def pause(self) -> None:
+        """The hub waits on the client (a write): idle time stops counting."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Back to waiting on the worker: its idle allowance starts afresh."""
+        self.paused = False
         self.last = self._loop.time()
 
     def set_phase(self, phase: str, idle_s: float) -> None:
@@ -42,14 +57,16 @@ class Deadline:
     def _arm(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        when = min(self.last + self.idle_s, self.total_at)
+        # While paused, look again one idle allowance from now (one timer, not one per write).
+        since = self._loop.time() if self.paused else self.last
+        when = min(since + self.idle_s, self.total_at)
         self._handle = self._loop.call_at(when, self._check)
 
     def _check(self) -> None:
         now = self._loop.time()
         if now >= self.total_at:
             self._fire("total")
-        elif now >= self.last + self.idle_s:
+        elif not self.paused and now >= self.last + self.idle_s:
             self._fire(self.phase)
         else:
             self._arm()

@@ -1,9 +1,11 @@
 """Send a call to a worker, failing over before the first byte reaches the client.
 
-Decisions (which worker) are sync reads of the registry; only the I/O awaits.
+Decisions (which worker, whether to try another) are sync; only the I/O awaits.
 A worker failure before anything was written to the client is retried on the next
-candidate (bounded by ``routing.max_attempts``); after that, the stream is ended
-with an error event, never retried.
+candidate (bounded by ``routing.max_attempts`` and the retry budget), except where a
+retry would multiply GPU work or blame (:func:`after_failure`); once the client has a
+byte, the stream is ended with an error event, never retried. One attempt (send,
+answer) is ``attempt.py``'s; every attempt's outcome lands in one :class:`FleetReport`.
 """
 
 from __future__ import annotations
@@ -15,52 +17,42 @@ import logging
 from aiohttp import web
 
 from hub.admission.worker_queue import CapacityQueue
-from hub.backends import backend_for
 from hub.config.schema import Config, Timeouts
-from hub.errors import (
-    BadRequest,
-    HubError,
-    ModelNotFound,
-    NoWorker,
-    ShuttingDown,
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from hub.errors import ModelNotFound, NoWorker, UpstreamError
 from hub.fleet.registry import Registry, Worker
+from hub.forward.attempt import Attempt, AttemptFailed
 from hub.forward.call import Call
-from hub.forward.deadline import Deadline
-from hub.forward.relay import (
-    MAX_PENDING,
-    ByteSource,
-    ClientGone,
-    TranslatedStream,
-    end_with_error,
-    has_data_event,
-    relay_events,
-)
-from hub.resilience.breaker import Breakers, Outcome, Permit, State, outcome_for_status
+from hub.resilience.breaker import Breakers, State
 from hub.resilience.outlier import LatencyStat, OutlierDetector
+from hub.resilience.report import AttemptOutcome, FleetReport
 from hub.resilience.retry_budget import RetryBudget
 from hub.routing import Policy, make_policy
-from hub.upstream import (
-    Pool,
-    Response,
-    UpstreamConnectFailed,
-    UpstreamTransportError,
-)
+from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.proxy")
 
-# Statuses that mean "this worker cannot take it now": try another one.
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-MAX_ERROR_BODY = 64 * 1024
 
+def after_failure(outcome: AttemptOutcome, *, accepted: bool, earlier_5xx: bool,
+                  retry_on_timeout: bool) -> tuple[AttemptOutcome, bool]:
+    """What to report for an attempt that failed before the client's first byte, and
+    whether another worker may try the request.
 
-class _Retry(Exception):
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__(error.message)
-        self.error = error
+    * A timeout after the worker accepted the request (sent headers) is a slow
+      generation that may still be running there: another worker would start it over,
+      so it ends the request unless ``routing.retry_on_timeout``. It counts against
+      that worker's breaker either way.
+    * A 5xx for a request that already got one from another worker stops the failover
+      and is not charged to the second worker's breaker. A request that two workers
+      reject is more likely at fault than both workers (a "query of death"); charging
+      every worker it visits would let one bad prompt, replayed by a client, open every
+      breaker in the fleet. The first 5xx is charged, so a broken worker stays visible
+      even when its neighbour is broken too.
+    """
+    if outcome is AttemptOutcome.SERVER_ERROR and earlier_5xx:
+        return AttemptOutcome.REPEATED_SERVER_ERROR, False
+    if outcome is AttemptOutcome.TIMED_OUT and accepted and not retry_on_timeout:
+        return outcome, False
+    return outcome, True
 
 
 class Proxy:
@@ -71,7 +63,8 @@ class Proxy:
         self.policy: Policy = make_policy(config.routing.policy,
                                           vram_weighted=config.routing.vram_weighted)
         self._routing = config.routing
-        self.breakers = Breakers(config.resilience.breaker, on_transition=_log_breaker)
+        self.fleet = FleetReport(registry, Breakers(config.resilience.breaker,
+                                                    on_transition=_log_breaker))
         self.retry_budget = RetryBudget(config.resilience.retry_budget)
         self.outliers: dict[str, OutlierDetector] = {}  # per model: compare like with like
         self.capacity = CapacityQueue(config.admission.worker_queue_max,
@@ -92,7 +85,7 @@ class Proxy:
         self._routing = config.routing
         res = config.resilience
         if self.breakers.cfg != res.breaker:
-            self.breakers = Breakers(res.breaker, on_transition=_log_breaker)
+            self.fleet.breakers = Breakers(res.breaker, on_transition=_log_breaker)
         if self.retry_budget.cfg != res.retry_budget:
             self.retry_budget = RetryBudget(res.retry_budget)
         if self.outliers and next(iter(self.outliers.values())).cfg != res.outlier:
@@ -103,6 +96,11 @@ class Proxy:
         self.capacity.timeout_s = adm.worker_queue_timeout_s
         self.timeouts: Timeouts = config.timeouts
         self.max_attempts = config.routing.max_attempts
+        self.retry_on_timeout = config.routing.retry_on_timeout
+
+    @property
+    def breakers(self) -> Breakers:
+        return self.fleet.breakers
 
     def pick(self, model: str, tried: list[Worker]) -> Worker | None:
         breakers = self.breakers
@@ -111,7 +109,7 @@ class Proxy:
         detector = self.outliers.get(model)
         if detector is not None:
             candidates = detector.admit(candidates)
-        worker = self.policy.pick(candidates)
+        worker = self.policy.pick(candidates, model=model)
         # Nothing awaited since would_allow(), so this admits; only the picked worker's
         # breaker is asked, or unused half-open probe slots would stay taken.
         if worker is None or not breakers.get(worker.name).allow():
@@ -131,8 +129,10 @@ class Proxy:
             detector = self.outliers.get(model)
             if detector is None:
                 detector = self.outliers[model] = OutlierDetector(self.outlier_cfg)
-            stats = [LatencyStat(w.name, w.ewma_latency_s, w.latency_samples, w.routable)
-                     for w in workers]
+            stats: list[LatencyStat] = []
+            for w in workers:  # each worker's time to first byte for this model only
+                ttfb = w.ttfb(model)
+                stats.append(LatencyStat(w.name, ttfb.value, ttfb.samples, w.routable))
             for name in detector.update(stats):
                 log.warning("worker %s ejected for model %s: time to first byte far above "
                             "its peers'", name, model)
@@ -164,27 +164,40 @@ class Proxy:
     async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
         tried: list[Worker] = []
         last: UpstreamError | None = None
+        earlier_5xx = False
         self.retry_budget.deposit()
-        for attempt in range(self.max_attempts):
-            if attempt and not self.retry_budget.try_withdraw():
-                log.info("request %s: retry budget spent; not retrying", call.request_id)
-                break
+        for _ in range(self.max_attempts):
             worker = self.pick(call.model, tried)
             if worker is None and not tried and self.registry.saturated(call.model):
                 worker = await self._wait_for_room(call.model)
             if worker is None:
                 break
+            if tried and not self.retry_budget.try_withdraw():  # only a real retry pays
+                self.fleet.attempt(worker, call.model).report(AttemptOutcome.ABANDONED)
+                log.info("request %s: retry budget spent; not retrying", call.request_id)
+                break
             tried.append(worker)
             call.worker = worker.name
             call.attempts += 1
             try:
-                with Permit(self.breakers.get(worker.name)) as permit:
-                    return await self._attempt(request, call, worker, permit)
-            except _Retry as retry:
-                last = retry.error
+                with self.fleet.attempt(worker, call.model) as report:
+                    try:
+                        return await Attempt(call, worker, self.pool, self.timeouts,
+                                             report=report, stopping=self._stopping,
+                                             ).run(request)
+                    except AttemptFailed as failed:
+                        outcome, go_on = after_failure(
+                            failed.outcome, accepted=failed.accepted, earlier_5xx=earlier_5xx,
+                            retry_on_timeout=self.retry_on_timeout)
+                        earlier_5xx |= failed.outcome is AttemptOutcome.SERVER_ERROR
+                        report.report(outcome, detail=failed.detail)
+                        last = failed.error
                 log.info("request %s: worker %s failed before first byte (%s); %s",
-                         call.request_id, worker.name, retry.error.message,
-                         "retrying" if call.attempts < self.max_attempts else "giving up")
+                         call.request_id, worker.name, last.message,
+                         "giving up" if not go_on or call.attempts >= self.max_attempts
+                         else "retrying")
+                if not go_on:
+                    break
             finally:
                 if len(self.capacity):
                     self.capacity.wake()  # a slot is free: the longest waiter may take it
@@ -205,114 +218,8 @@ class Proxy:
                 return worker
             front = True  # someone else took the slot: keep our place at the front
 
-    async def _attempt(self, request: web.Request, call: Call, worker: Worker,
-                       permit: Permit) -> web.StreamResponse:
-        spec = worker.spec
-        backend = backend_for(spec.kind)
-        headers = {"Content-Type": "application/json", "X-Request-ID": call.request_id}
-        headers.update(backend.request_headers(spec))
-        translator = backend.translator(spec, call.route)
-        if translator is None:
-            url, body = backend.request_url(spec, call.route), call.body
-        else:
-            url = spec.url + translator.path
-            try:
-                body = translator.request(call.body)
-            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
-                raise BadRequest(f"Cannot send this request to worker {worker.name}: {exc}",
-                                 ) from None
-        out: web.StreamResponse | None = None
-        up: Response | None = None
-        t = self.timeouts
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        try:
-            with worker.in_flight_slot():
-                async with Deadline(t.first_byte_s, t.total_s) as deadline:
-                    up = await self.pool.request("POST", url, headers, body, t.connect_s)
-                    if up.status in RETRYABLE_STATUS:
-                        permit.record(outcome_for_status(up.status))  # 429: not a fault
-                        await up.read(MAX_ERROR_BODY)
-                        raise _Retry(UpstreamError(f"worker answered HTTP {up.status}"))
-                    if not call.stream or up.status != 200:
-                        answer = await up.read()
-                        call.ttft_s = loop.time() - start
-                        worker.observe_latency(call.ttft_s)
-                        content_type = up.header("Content-Type", "application/json")
-                        if translator is not None:
-                            try:
-                                answer = translator.response(up.status, answer)
-                            except (ValueError, KeyError, TypeError):
-                                permit.record(Outcome.FAILURE)
-                                raise _Retry(UpstreamError(
-                                    f"Worker {worker.name} sent an unreadable answer")) from None
-                            content_type = "application/json"
-                        permit.record(outcome_for_status(up.status))
-                        return web.Response(status=up.status, body=answer, headers={
-                            "Content-Type": content_type,
-                            "X-Request-ID": call.request_id,
-                            "X-Spokehub-Worker": worker.name})
-                    content: ByteSource = up
-                    if translator is not None:
-                        content = TranslatedStream(up, translator.stream())
-                    first = await content.readany()
-                    # Answered once a whole data event came (still under first_byte_s):
-                    # keep-alive comments or an event that never ends are no answer.
-                    while first and not has_data_event(first) and len(first) <= MAX_PENDING:
-                        more = await content.readany()
-                        if not more:
-                            break
-                        first += more
-                    permit.record(Outcome.SUCCESS if first else Outcome.FAILURE)
-                    if not first:
-                        raise _Retry(UpstreamError("worker closed the stream before any data"))
-                    call.ttft_s = loop.time() - start
-                    worker.observe_latency(call.ttft_s)
-                    deadline.set_phase("next chunk", t.idle_s)
-                    out = web.StreamResponse(status=200, headers={
-                        "Content-Type": "text/event-stream" if translator else
-                        up.header("Content-Type", "text/event-stream"),
-                        "Cache-Control": "no-cache",
-                        "X-Accel-Buffering": "no",
-                        "X-Request-ID": call.request_id,
-                        "X-Spokehub-Worker": worker.name})
-                    await out.prepare(request)
-                    await relay_events(content, out, first, deadline)
-                    await out.write_eof()
-                    return out
-        except asyncio.CancelledError:
-            if self.stopping and out is not None:
-                call.error = ShuttingDown.code
-                await end_with_error(out, ShuttingDown("The hub is shutting down"))
-            raise
-        except ClientGone:
-            call.status = 499
-            call.error = "client_disconnected"
-            assert out is not None
-            return out
-        except UpstreamConnectFailed as exc:
-            permit.record(Outcome.FAILURE)
-            self.registry.mark_unreachable(worker, f"connect: {exc.os_error or exc}")
-            raise _Retry(UpstreamConnectError(
-                f"Could not connect to worker {worker.name}")) from exc
-        except (UpstreamTransportError, UpstreamTimeout) as exc:
-            err: HubError = exc if isinstance(exc, UpstreamTimeout) else UpstreamError(
-                f"Worker {worker.name} failed: {type(exc).__name__}")
-            permit.record(Outcome.FAILURE)  # no-op mid-stream: the first byte counted
-            if out is None:
-                assert isinstance(err, UpstreamError)
-                raise _Retry(err) from exc
-            call.error = err.code
-            await end_with_error(out, err)
-            return out
-        finally:
-            if up is not None:
-                # An unfinished body closes the connection, so the worker sees the
-                # disconnect and frees its slot; a finished one goes back to the pool.
-                if up.is_eof():
-                    up.release()
-                else:
-                    up.close()
+    def _stopping(self) -> bool:
+        return self.stopping
 
 
 def _log_breaker(name: str, old: State, new: State) -> None:

@@ -1,8 +1,14 @@
-"""Relay an upstream SSE stream to the client as bytes, event by event.
+"""Relay an upstream SSE stream to the client, whole event by whole event.
 
-No JSON is parsed per chunk. Bytes are written only up to the last complete event
-(blank-line terminator), so if the upstream dies mid-event the client never sees
-half an event: it gets an OpenAI-style error event and ``[DONE]`` instead.
+No JSON is parsed per chunk. Bytes are written only up to the last complete event (see
+``sse.py``), and a stream counts as finished only when the worker sent its API's final
+event (``data: [DONE]`` for OpenAI routes). A body that ends or breaks before that, or
+an event larger than the relay holds, ends the client's stream with an OpenAI-style error
+event and ``[DONE]`` (:func:`end_with_error`): the client never sees half an event, nor
+a clean end the worker did not send.
+
+The idle timer measures the worker: it runs while the relay waits for upstream bytes and
+pauses while a write waits for a slow client.
 """
 
 from __future__ import annotations
@@ -14,82 +20,80 @@ import aiohttp
 from aiohttp import web
 
 from hub.backends.base import StreamTranslator
-from hub.errors import HubError
+from hub.errors import HubError, UpstreamError
 from hub.forward.deadline import Deadline
+from hub.forward.sse import OPENAI_DONE, Ending, EventSplitter, EventTooLarge, has_data
 from hub.upstream.errors import UpstreamBodyError
 
 DONE = b"data: [DONE]\n\n"
-MAX_PENDING = 256 * 1024  # an upstream that never ends events still gets relayed
+MAX_EVENT = 256 * 1024  # the largest event the relay holds; a larger one ends the stream
+
+__all__ = ["DONE", "MAX_EVENT", "ByteSource", "ClientGone", "EventTooLarge", "StreamCut",
+           "TranslatedStream", "end_with_error", "first_events", "relay_events"]
 
 
 class ClientGone(Exception):
     """The client went away while we were writing to it."""
 
 
-async def _write(out: web.StreamResponse, data: bytes) -> None:
-    try:
-        await out.write(data)
-    except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
-        raise ClientGone() from exc
-
-
-def _event_end(chunk: bytes) -> int:
-    """Index just past the last complete SSE event in ``chunk``; 0 if none."""
-    cut = chunk.rfind(b"\n\n")
-    if cut >= 0:
-        return cut + 2
-    cut = chunk.rfind(b"\n\r\n")
-    return cut + 3 if cut >= 0 else 0
-
-
-def has_data_event(data: bytes) -> bool:
-    """True once ``data`` holds a complete SSE event with a data line (not only comments)."""
-    end = _event_end(data)
-    return end > 0 and (data.startswith(b"data:") or b"\ndata:" in data[:end])
+class StreamCut(UpstreamError):
+    """The worker's stream ended before its final event."""
 
 
 class ByteSource(Protocol):
     async def readany(self) -> bytes: ...
 
 
-async def relay_events(content: ByteSource, out: web.StreamResponse,
-                       first: bytes, deadline: Deadline) -> int:
-    """Copy events until upstream EOF; returns the number of chunks relayed.
+async def first_events(content: ByteSource, max_event: int = MAX_EVENT) -> bytes:
+    """Read until the body holds a whole event with data (keep-alive comments are no
+    answer); returns every byte read, for :func:`relay_events`. Raises StreamCut if the
+    body ends first, EventTooLarge if ``max_event`` bytes come without one."""
+    splitter = EventSplitter(max_event)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            raise StreamCut("worker closed the stream before any data")
+        parts.append(chunk)
+        if has_data(splitter.feed(chunk)):
+            return b"".join(parts)
+        size += len(chunk)
+        if size > max_event:
+            raise EventTooLarge(f"the worker sent {size} bytes without a data event")
 
-    Upstream errors (``UpstreamTransportError``) propagate to the caller, which ends
-    the client stream with :func:`end_with_error`; a dead client raises ClientGone.
+
+async def relay_events(content: ByteSource, out: web.StreamResponse, first: bytes,
+                       deadline: Deadline, *, ending: Ending = OPENAI_DONE,
+                       max_event: int = MAX_EVENT) -> None:
+    """Copy whole events to the client, up to and including the stream's final event.
+
+    ``first`` holds the bytes already read from ``content``. Returns once the final
+    event is written; nothing after it is relayed. Raises StreamCut if the body ends
+    before it, EventTooLarge for an oversized event, the source's own error
+    (``UpstreamTransportError``) if it breaks, and ClientGone if the client leaves.
     """
-    pending = b""
-    tail = b""
-    chunks = 0
+    splitter = EventSplitter(max_event)
+    final = ending.value
     chunk = first
     while chunk:
-        chunks += 1
-        end = _event_end(chunk)
-        if end:
-            if pending:
-                data = pending + chunk[:end]
-                pending = chunk[end:]
-            elif end == len(chunk):
-                data = chunk
-            else:
-                data = chunk[:end]
-                pending = chunk[end:]
-            await _write(out, data)
-            tail = data
+        events = splitter.feed(chunk)
+        if events:
+            end = ending.find(events) if final in events else -1  # the test inline: hot
+            deadline.pause()  # waiting on the client is not the worker's idleness
+            try:
+                await out.write(events if end < 0 else events[:end])
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
+                raise ClientGone() from exc
+            finally:
+                deadline.resume()  # and the worker's idle time starts again from here
+            if end >= 0:
+                return
         else:
-            pending += chunk
-            if len(pending) > MAX_PENDING:
-                await _write(out, pending)
-                tail, pending = pending, b""
+            deadline.touch()  # part of an event: progress all the same
         chunk = await content.readany()
-        deadline.touch()
-    if pending:
-        await _write(out, pending)
-        tail = pending
-    if not tail.rstrip().endswith(b"[DONE]"):
-        await _write(out, DONE)
-    return chunks
+    held = f" inside an event of {splitter.held} bytes" if splitter.held else ""
+    raise StreamCut(f"the worker's stream ended before its final event{held}")
 
 
 async def end_with_error(out: web.StreamResponse, error: HubError) -> None:

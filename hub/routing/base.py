@@ -12,4 +12,7 @@ class Policy(Protocol):
 
     name: str
 
-    def pick(self, candidates: Sequence[Worker]) -> Worker | None: ...
+    def pick(self, candidates: Sequence[Worker], *,
+             model: str | None = None) -> Worker | None:
+        """``model``: the one the request asks for, for per-model statistics."""
+        ...

@@ -54,6 +54,9 @@ def vram_free_mb(w: Worker) -> float | None:
     return float(value)
 
 
-def latency_s(w: Worker) -> float | None:
-    """EWMA time to first byte, or None before the first response."""
-    return w.ewma_latency_s
+def latency_s(w: Worker, model: str | None = None) -> float | None:
+    """EWMA time to first byte for ``model`` (over all models without one), or None before
+    the worker's first answer for it: models on one worker are not comparable."""
+    if model is None:
+        return w.ewma_latency_s
+    return w.ttfb(model).value

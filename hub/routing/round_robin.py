@@ -15,7 +15,8 @@ class RoundRobin:
     def __init__(self) -> None:
         self._next = 0
 
-    def pick(self, candidates: Sequence[Worker]) -> Worker | None:
+    def pick(self, candidates: Sequence[Worker], *,
+             model: str | None = None) -> Worker | None:
         if not candidates:
             return None
         i = self._next % len(candidates)

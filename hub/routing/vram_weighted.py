@@ -47,7 +47,8 @@ class VramWeighted:
             return slots * self.cfg.slot_weight_mb
         return self.cfg.default_weight_mb
 
-    def pick(self, candidates: Sequence[Worker]) -> Worker | None:
+    def pick(self, candidates: Sequence[Worker], *,
+             model: str | None = None) -> Worker | None:
         if not candidates:
             return None
         weighted = [(w, self.weight(w)) for w in candidates]

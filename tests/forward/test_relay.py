@@ -39,7 +39,7 @@ def _app(parts: list[bytes], fail: bool) -> web.Application:
             try:
                 await relay_events(up, out, first, dl)
                 await out.write_eof()
-            except UpstreamTransportError:
+            except (UpstreamTransportError, UpstreamError):
                 await end_with_error(out, UpstreamError("worker failed mid-stream"))
         return out
 
@@ -80,9 +80,12 @@ async def test_upstream_death_mid_event_gives_clean_error(fetch: object) -> None
     assert events[-1] == b"data: [DONE]"
 
 
-async def test_clean_eof_without_done_gets_done(fetch: object) -> None:
+async def test_clean_eof_without_done_is_an_error(fetch: object) -> None:
     out = await fetch([b"data: {\"a\": 1}\n\n"])  # type: ignore[operator]
-    assert out == b"data: {\"a\": 1}\n\ndata: [DONE]\n\n"
+    events = [e for e in out.split(b"\n\n") if e]
+    assert events[0] == b"data: {\"a\": 1}"
+    assert b'"upstream_error"' in events[1]
+    assert events[-1] == b"data: [DONE]"
 
 
 async def test_crlf_events(fetch: object) -> None:

@@ -8,7 +8,19 @@ switched between behaviours at run time with ``POST /_control {"mode": ...}``:
 - ``hang``: accept the request and never answer
 - ``trickle``: send headers and one byte per ``delay_s``, never an event end
 - ``die_midstream``: send ``chunks`` events of a stream, then exit the process (kill -9 style)
+- ``reset_midstream``: send ``chunks`` events and half of one more, then reset the connection
+- ``no_done``: send ``chunks`` events, then end the body cleanly without ``data: [DONE]``
+- ``cut_event``: send ``chunks`` events and half of one more, then end the body cleanly
+- ``flood``: stream events until one write has waited ``stall_s`` for a reader that does
+  not read, then a few more and ``[DONE]``; ``/_stats`` says how long the current write
+  has been waiting (``write_wait_s``)
+- ``late_body``: send a non-stream answer's headers at once and its body ``delay_s`` later
 - ``unhealthy``: /health answers 503
+
+Options, set with ``/_control``: ``eol`` the SSE line ending (``"\\n"``,
+``"\\r\\n"`` or ``"\\r"``); ``pad`` bytes of filler in each event; ``poison``: any
+request whose body contains this text gets HTTP 500, whatever the mode (a "query of
+death").
 
 Usage: python -m tests.support.fault_worker --port P [--model NAME] [--mode ok]
 """
@@ -19,18 +31,30 @@ import argparse
 import asyncio
 import json
 import os
+import socket
+import struct
 import time
+from typing import Any
 
 from aiohttp import web
 
 STATE = web.AppKey("state", dict)
 
 
-def _chunk(model: str, i: int, text: str) -> bytes:
+def _chunk(model: str, i: int, text: str, eol: bytes = b"\n", pad: int = 0) -> bytes:
     doc = {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": int(time.time()),
-           "model": model, "choices": [{"index": 0, "delta": {"content": text},
+           "model": model, "choices": [{"index": 0, "delta": {"content": text + "x" * pad},
                                         "finish_reason": None}]}
-    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+    return b"data: " + json.dumps(doc).encode() + eol + eol
+
+
+def _reset(request: web.Request) -> None:
+    """Close the connection with a TCP reset, as a crashed or killed peer does."""
+    transport = request.transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def health(request: web.Request) -> web.Response:
@@ -52,8 +76,11 @@ async def control(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    started = state.get("write_started")
     return web.json_response({"requests": state["requests"], "active": state["active"],
-                              "mode": state["mode"]})
+                              "mode": state["mode"],
+                              "write_wait_s": 0.0 if started is None
+                              else time.monotonic() - started})
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
@@ -61,12 +88,12 @@ async def infer(request: web.Request) -> web.StreamResponse:
     state["requests"] += 1
     state["active"] += 1
     try:
-        body = await request.json()
+        raw = await request.read()
+        body = json.loads(raw)
         mode = state["mode"]
-        model = state["model"]
         delay = float(state.get("delay_s", 0.01))
-        chunks = int(state.get("chunks", 5))
-        if mode == "error500":
+        poison = state.get("poison")
+        if mode == "error500" or (poison and poison.encode() in raw):
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         if mode == "hang":
             await asyncio.sleep(3600)
@@ -77,25 +104,70 @@ async def infer(request: web.Request) -> web.StreamResponse:
                 await resp.write(b":")
                 await asyncio.sleep(delay)
         if not body.get("stream"):
-            await asyncio.sleep(delay)
-            return web.json_response({
-                "id": "chatcmpl-fault", "object": "chat.completion", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "finish_reason": "stop",
-                                             "message": {"role": "assistant", "content": "ok"}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for i in range(chunks):
-            await resp.write(_chunk(model, i, f"t{i} "))
-            await asyncio.sleep(delay)
-        if mode == "die_midstream":
-            await resp.write(b'data: {"half": ')
-            os._exit(1)
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+            return await _answer(request, state, late=mode == "late_body")
+        return await _stream(request, state)
     finally:
         state["active"] -= 1
+
+
+async def _answer(request: web.Request, state: dict[str, Any], late: bool) -> web.StreamResponse:
+    doc = {"id": "chatcmpl-fault", "object": "chat.completion", "created": int(time.time()),
+           "model": state["model"], "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant",
+                                                             "content": "ok"}}],
+           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    delay = float(state.get("delay_s", 0.01))
+    if not late:
+        await asyncio.sleep(delay)
+        return web.json_response(doc)
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)  # headers now: the worker has taken the request
+    await asyncio.sleep(delay)
+    await resp.write(json.dumps(doc).encode())
+    await resp.write_eof()
+    return resp
+
+
+async def _stream(request: web.Request, state: dict[str, Any]) -> web.StreamResponse:
+    mode, model = state["mode"], state["model"]
+    delay = float(state.get("delay_s", 0.01))
+    eol = str(state.get("eol", "\n")).encode()
+    pad = int(state.get("pad", 0))
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    if mode == "flood":
+        await _flood(resp, state, eol, pad)
+        await resp.write(b"data: [DONE]" + eol + eol)
+        await resp.write_eof()
+        return resp
+    for i in range(int(state.get("chunks", 5))):
+        await resp.write(_chunk(model, i, f"t{i} ", eol, pad))
+        await asyncio.sleep(delay)
+    if mode in ("die_midstream", "reset_midstream", "cut_event"):
+        await resp.write(b'data: {"half": ')
+        if mode == "die_midstream":
+            os._exit(1)
+        if mode == "reset_midstream":
+            await asyncio.sleep(delay)  # let the half event leave before the reset
+            _reset(request)
+            return resp
+    elif mode != "no_done":
+        await resp.write(b"data: [DONE]" + eol + eol)
+    await resp.write_eof()
+    return resp
+
+
+async def _flood(resp: web.StreamResponse, state: dict[str, Any], eol: bytes, pad: int) -> None:
+    """Events as fast as the reader takes them, until one write waited ``stall_s``."""
+    stall_s = float(state.get("stall_s", 1.0))
+    for i in range(1_000_000):
+        state["write_started"] = started = time.monotonic()
+        await resp.write(_chunk(state["model"], i, f"t{i} ", eol, pad))
+        state["write_started"] = None
+        if time.monotonic() - started >= stall_s:
+            break
+    for i in range(3):
+        await resp.write(_chunk(state["model"], i, "after the stall ", eol))
 
 
 def main() -> None:
@@ -109,6 +181,7 @@ def main() -> None:
     app = web.Application()
     app[STATE] = {"mode": args.mode, "model": args.model, "delay_s": args.delay_s,
                   "chunks": args.chunks, "requests": 0, "active": 0}
+
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/_control", control)

@@ -1,0 +1,228 @@
+"""One attempt: send a call to one worker and answer the client from it.
+
+:meth:`Attempt.run` builds the upstream request (through the worker kind's translator),
+sends it under the call's deadlines and hands the answer to :meth:`Attempt.answer_whole`
+(a plain answer) or :meth:`Attempt.answer_stream` (SSE). An answer reports the worker's
+outcome once, through the attempt's :class:`AttemptReport`. A failure before anything
+reached the client raises :class:`AttemptFailed`, for the proxy to decide on failover
+and to report; a failure after that ends the client's stream with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable
+
+from aiohttp import web
+
+from hub.backends import backend_for
+from hub.backends.base import Translator
+from hub.config.schema import Timeouts
+from hub.errors import (
+    BadRequest,
+    ShuttingDown,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from hub.fleet.registry import Worker
+from hub.forward.call import Call
+from hub.forward.deadline import Deadline
+from hub.forward.relay import (
+    ByteSource,
+    ClientGone,
+    TranslatedStream,
+    end_with_error,
+    first_events,
+    relay_events,
+)
+from hub.forward.sse import ending_for
+from hub.resilience.report import AttemptOutcome, AttemptReport
+from hub.upstream import Pool, Response, UpstreamConnectFailed, UpstreamTransportError
+
+# Statuses that mean "this worker cannot take it now": try another one.
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_ERROR_BODY = 64 * 1024
+DRAIN_S = 1.0  # after a stream's final event, how long the body's end may take to come
+
+
+class AttemptFailed(Exception):
+    """The attempt failed before anything reached the client; another worker may try.
+
+    ``accepted``: the worker had answered with headers, so it may still be working on
+    the request (a timeout then is a slow generation, not a dead worker)."""
+
+    def __init__(self, outcome: AttemptOutcome, error: UpstreamError, *, accepted: bool,
+                 detail: str = "") -> None:
+        super().__init__(error.message)
+        self.outcome = outcome
+        self.error = error
+        self.accepted = accepted
+        self.detail = detail  # for the log and passive health, never for the client
+
+
+class Attempt:
+    __slots__ = ("call", "headers_s", "out", "pool", "report", "started", "stopping",
+                 "timeouts", "translator", "up", "worker")
+
+    def __init__(self, call: Call, worker: Worker, pool: Pool, timeouts: Timeouts, *,
+                 report: AttemptReport, stopping: Callable[[], bool]) -> None:
+        self.call = call
+        self.worker = worker
+        self.pool = pool
+        self.timeouts = timeouts
+        self.report = report
+        self.stopping = stopping  # True once the hub is shutting down
+        self.translator: Translator | None = None
+        self.up: Response | None = None
+        self.out: web.StreamResponse | None = None  # set once the client's stream started
+        self.started = 0.0
+        self.headers_s = 0.0  # from sending to the response headers
+
+    def _request(self) -> tuple[str, dict[str, str], bytes]:
+        """URL, headers and body for this worker's kind; BadRequest if it cannot take it."""
+        call, spec = self.call, self.worker.spec
+        backend = backend_for(spec.kind)
+        headers = {"Content-Type": "application/json", "X-Request-ID": call.request_id}
+        headers.update(backend.request_headers(spec))
+        translator = self.translator = backend.translator(spec, call.route)
+        if translator is None:
+            return backend.request_url(spec, call.route), headers, call.body
+        try:
+            return spec.url + translator.path, headers, translator.request(call.body)
+        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            raise BadRequest(f"Cannot send this request to worker {self.worker.name}: {exc}",
+                             ) from None
+
+    async def run(self, request: web.Request) -> web.StreamResponse:
+        url, headers, body = self._request()
+        t = self.timeouts
+        self.started = asyncio.get_running_loop().time()
+        try:
+            with self.worker.in_flight_slot():
+                async with Deadline(t.first_byte_s, t.total_s) as deadline:
+                    up = self.up = await self.pool.request("POST", url, headers, body,
+                                                           t.connect_s)
+                    self.headers_s = asyncio.get_running_loop().time() - self.started
+                    if up.status in RETRYABLE_STATUS:
+                        await up.read(MAX_ERROR_BODY)
+                        raise AttemptFailed(AttemptOutcome.for_status(up.status),
+                                            UpstreamError(f"worker answered HTTP {up.status}"),
+                                            accepted=True)
+                    if not self.call.stream or up.status != 200:
+                        # Accepted: the answer may take until total_s (a worker may send
+                        # its headers before it generates).
+                        deadline.set_phase("the answer", math.inf)
+                        return await self.answer_whole(up)
+                    out = await self.answer_stream(request, up, deadline)
+                await _drain(up)
+                return out
+        except asyncio.CancelledError:
+            if self.stopping() and self.out is not None:
+                self.call.error = ShuttingDown.code
+                self._release()
+                await end_with_error(self.out, ShuttingDown("The hub is shutting down"))
+            raise
+        except ClientGone:
+            self.call.status = 499
+            self.call.error = "client_disconnected"
+            assert self.out is not None
+            return self.out
+        except (UpstreamTransportError, UpstreamError) as exc:
+            if self.out is None:
+                raise self._failed(exc) from exc
+            err = exc if isinstance(exc, UpstreamError) else self._broken(exc)
+            self.call.error = err.code
+            self._release()  # free the worker before waiting on the client
+            await end_with_error(self.out, err)
+            return self.out
+        finally:
+            self._release()
+
+    async def answer_whole(self, up: Response) -> web.Response:
+        """Read the whole answer (translated if need be) and pass it on with its status."""
+        call = self.call
+        call.ttft_s = self.headers_s  # a non-stream answer's first byte: its headers
+        answer = await up.read()
+        content_type = up.header("Content-Type", "application/json")
+        if self.translator is not None:
+            try:
+                answer = self.translator.response(up.status, answer)
+            except (ValueError, KeyError, TypeError):
+                raise AttemptFailed(AttemptOutcome.BROKEN, UpstreamError(
+                    f"Worker {self.worker.name} sent an unreadable answer"),
+                    accepted=True) from None
+            content_type = "application/json"
+        self.report.report(AttemptOutcome.for_status(up.status), ttfb_s=call.ttft_s)
+        return web.Response(status=up.status, body=answer, headers={
+            "Content-Type": content_type,
+            "X-Request-ID": call.request_id,
+            "X-Spokehub-Worker": self.worker.name})
+
+    async def answer_stream(self, request: web.Request, up: Response,
+                            deadline: Deadline) -> web.StreamResponse:
+        """Wait for the first data event (still under first_byte_s), then relay the stream
+        up to its final event."""
+        call = self.call
+        content: ByteSource = up
+        if self.translator is not None:
+            content = TranslatedStream(up, self.translator.stream())
+        first = await first_events(content)
+        call.ttft_s = asyncio.get_running_loop().time() - self.started
+        self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
+        deadline.set_phase("next chunk", self.timeouts.idle_s)
+        out = self.out = web.StreamResponse(status=200, headers={
+            "Content-Type": "text/event-stream" if self.translator else
+            up.header("Content-Type", "text/event-stream"),
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Request-ID": call.request_id,
+            "X-Spokehub-Worker": self.worker.name})
+        await out.prepare(request)
+        await relay_events(content, out, first, deadline, ending=ending_for(call.route))
+        await out.write_eof()
+        return out
+
+    def _failed(self, exc: UpstreamTransportError | UpstreamError) -> AttemptFailed:
+        """What a failure before the client's first byte says about the worker. Any
+        transport error (whichever subclass the client raises) is a broken attempt."""
+        accepted = self.up is not None
+        if isinstance(exc, UpstreamConnectFailed):
+            return AttemptFailed(AttemptOutcome.CONNECT_FAILED, UpstreamConnectError(
+                f"Could not connect to worker {self.worker.name}"), accepted=False,
+                detail=f"connect: {exc.os_error or exc}")
+        if isinstance(exc, UpstreamTimeout):
+            return AttemptFailed(AttemptOutcome.TIMED_OUT, exc, accepted=accepted)
+        if isinstance(exc, UpstreamError):  # the stream's framing: cut short, oversized
+            return AttemptFailed(AttemptOutcome.BROKEN, exc, accepted=accepted)
+        return AttemptFailed(AttemptOutcome.BROKEN, self._broken(exc), accepted=accepted,
+                             detail=str(exc))
+
+    def _broken(self, exc: UpstreamTransportError) -> UpstreamError:
+        return UpstreamError(f"Worker {self.worker.name} failed: {type(exc).__name__}")
+
+    def _release(self) -> None:
+        """An unfinished body closes the connection, so the worker sees the disconnect
+        and frees its slot; a finished one goes back to the pool."""
+        up = self.up
+        if up is not None:
+            if up.is_eof():
+                up.release()
+            else:
+                up.close()
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.call.request_id} -> {self.worker.name} {self.report.outcome}>"
+
+
+async def _drain(up: Response) -> None:
+    """The client has its whole answer: read the rest of the worker's body (usually just
+    the end of its chunked coding) so the connection can be reused. A worker that keeps
+    sending or stalls gets its connection closed instead."""
+    left = MAX_ERROR_BODY
+    with contextlib.suppress(TimeoutError, UpstreamTransportError):
+        async with asyncio.timeout(DRAIN_S):
+            while left > 0 and not up.is_eof():
+                left -= len(await up.readany())
