@@ -15,12 +15,20 @@ class UpstreamConnectFailed(UpstreamTransportError):
         self.os_error = os_error
 
 
+class UpstreamInvalidRequest(UpstreamTransportError, ValueError):
+    """The request cannot be put on the wire (a URL or header the client cannot encode).
+
+    Nothing was sent. It is a ValueError too: the fault is in the input, usually a
+    worker's configured URL or API key, not in the worker.
+    """
+
+
 class UpstreamClosedEarly(UpstreamTransportError):
     """The worker closed the connection before any byte of a response."""
 
 
 class UpstreamProtocolError(UpstreamTransportError):
-    """The worker's answer is not valid HTTP/1.1."""
+    """The worker's answer is not valid HTTP/1.1 (the connection is closed, never reused)."""
 
 
 class UpstreamBodyError(UpstreamTransportError):
