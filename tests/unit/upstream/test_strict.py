@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from hub.upstream import UpstreamProtocolError
+from hub.upstream import Pool, UpstreamProtocolError
 from hub.upstream.http1 import (
     MAX_TRAILERS,
     ChunkedBody,
@@ -13,6 +15,8 @@ from hub.upstream.http1 import (
     UntilCloseBody,
     body_decoder,
 )
+from tests.unit.upstream.conftest import Upstreams
+from tests.unit.upstream.fakes import OK, RawConn, answer_forever, until
 
 
 def _decoder(head: bytes, method: str = "POST") -> object:
@@ -122,3 +126,124 @@ def test_heads_that_are_fine() -> None:
     assert not Head(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n"
                     b"Transfer-Encoding: chunked").keep_alive
     assert not Head(b"HTTP/1.1 200 OK\r\nConnection: upgrade, Close").keep_alive
+
+
+@pytest.mark.parametrize(("status", "method"), [(204, "POST"), (304, "GET"), (200, "HEAD")])
+async def test_bodiless_answers_keep_the_connection(upstream: Upstreams, status: int,
+                                                   method: str) -> None:
+    """No body even with a Content-Length; the next answer is read from the right place."""
+    reply = f"HTTP/1.1 {status} X\r\nContent-Length: 5\r\n\r\n".encode()
+
+    def worker(conn: RawConn) -> None:
+        assert conn.read_request() is not None
+        conn.send(reply)
+        answer_forever(conn)
+
+    server = upstream(worker)
+    pool = Pool()
+    resp = await pool.request(method, server.url, {}, b"", 5.0)
+    assert resp.status == status and await resp.read() == b"" and resp.is_eof()
+    resp.release()
+    resp = await pool.request("POST", server.url, {}, b"", 5.0)
+    assert await resp.read() == b"{}"
+    resp.release()
+    assert pool.stats.opened == 1
+    pool.close()
+
+
+async def test_interim_answers_are_skipped(upstream: Upstreams) -> None:
+    def worker(conn: RawConn) -> None:
+        assert conn.read_request() is not None
+        conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + OK)
+        answer_forever(conn)
+
+    server = upstream(worker)
+    pool = Pool()
+    for _ in range(2):
+        resp = await pool.request("POST", server.url, {}, b"", 5.0)
+        assert resp.status == 200 and await resp.read() == b"{}"
+        resp.release()
+    assert pool.stats.opened == 1
+    pool.close()
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\n" * 17 + OK,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"2\r\n{}\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nX: " + b"x" * (70 * 1024) + b"\r\n\r\n{}",
+])
+async def test_refused_answers_close_the_connection(upstream: Upstreams, reply: bytes) -> None:
+    def worker(conn: RawConn) -> None:
+        assert conn.read_request() is not None
+        conn.send(reply)
+        answer_forever(conn)
+
+    server = upstream([worker, answer_forever])
+    pool = Pool()
+    with pytest.raises(UpstreamProtocolError):
+        resp = await pool.request("POST", server.url, {}, b"", 5.0)
+        try:
+            await resp.read()
+        finally:
+            resp.release()
+    resp = await pool.request("POST", server.url, {}, b"", 5.0)
+    assert await resp.read() == b"{}"
+    resp.release()
+    assert pool.stats.opened == 2  # the refused one was not pooled
+    pool.close()
+
+
+@pytest.mark.parametrize("reply", [
+    OK + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\nXX",
+])
+async def test_bytes_after_the_body_fail_the_answer(upstream: Upstreams, reply: bytes) -> None:
+    """A body followed by more bytes: the framing lied somewhere, so the answer is not
+    trusted, and the connection is not reused (its next 'answer' would be those bytes)."""
+    def worker(conn: RawConn) -> None:
+        assert conn.read_request() is not None
+        conn.send(reply)
+        answer_forever(conn)
+
+    server = upstream([worker, answer_forever])
+    pool = Pool()
+    resp = await pool.request("POST", server.url, {}, b"", 5.0)
+    with pytest.raises(UpstreamProtocolError):
+        await resp.read()
+    resp.release()
+    resp = await pool.request("POST", server.url, {}, b"", 5.0)
+    assert await resp.read() == b"{}"
+    resp.release()
+    assert [r.conn for r in server.requests] == [0, 1]
+    pool.close()
+
+
+async def test_bytes_after_the_body_in_a_later_read_close_the_idle_connection(
+        upstream: Upstreams) -> None:
+    more = threading.Event()
+
+    def worker(conn: RawConn) -> None:
+        assert conn.read_request() is not None
+        conn.send(OK)
+        assert more.wait(10)
+        conn.send(b"X")
+        answer_forever(conn)
+
+    server = upstream([worker, answer_forever])
+    pool = Pool()
+    resp = await pool.request("POST", server.url, {}, b"", 5.0)
+    assert await resp.read() == b"{}"
+    resp.release()
+    more.set()
+    await until(lambda: pool.idle_count() == 0)  # the stray byte drops the connection
+    resp = await pool.request("POST", server.url, {}, b"", 5.0)
+    assert await resp.read() == b"{}"
+    resp.release()
+    assert [r.conn for r in server.requests] == [0, 1]
+    pool.close()

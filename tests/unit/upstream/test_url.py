@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from hub.upstream.url import check_url, split_url
+from hub.upstream import Pool, UpstreamInvalidRequest, UpstreamTransportError, check_url
+from hub.upstream.url import split_url
+from tests.unit.upstream.conftest import Upstreams
+from tests.unit.upstream.fakes import answer_forever
 
 
 @pytest.mark.parametrize(("url", "normalized"), [
@@ -99,3 +102,55 @@ def test_request_urls_may_carry_a_query() -> None:
     assert target.request_target == "/api/x?a=1&b=caf%C3%A9"
     assert (target.origin, target.authority) == (("http", "h", 8080), "h:8080")
     assert split_url("http://h").request_target == "/"
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:1/v1/\ud800",
+    "http://user:pw@127.0.0.1:1/v1",
+    "http://127.0.0.1:99999/v1",
+    "gopher://127.0.0.1:1/",
+    "http://127.0.0.1:1/a\r\nX-Injected: 1",
+])
+async def test_pool_refuses_bad_urls_cleanly(url: str) -> None:
+    pool = Pool()
+    with pytest.raises(UpstreamInvalidRequest) as err:
+        await pool.request("POST", url, {}, b"", 1.0)
+    assert isinstance(err.value, UpstreamTransportError) and isinstance(err.value, ValueError)
+    assert "pw" not in str(err.value)
+    assert pool.stats.opened == 0
+
+
+async def test_pool_sends_non_ascii_paths_percent_encoded(upstream: Upstreams) -> None:
+    server = upstream(answer_forever)
+    pool = Pool()
+    resp = await pool.request("POST", f"http://127.0.0.1:{server.port}/m/\u2603?q=\u00e9",
+                              {}, b"", 5.0)
+    assert resp.status == 200 and await resp.read() == b"{}"
+    resp.release()
+    assert [r.target for r in server.requests] == ["/m/%E2%98%83?q=%C3%A9"]
+    assert server.requests[0].headers["host"] == f"127.0.0.1:{server.port}"
+    pool.close()
+
+
+@pytest.mark.parametrize("headers", [
+    {"Authorization": "Bearer key\r\nX-Injected: 1"},
+    {"Authorization": "Bearer key\n"},
+    {"X-Id": "\x00"},
+    {"Authorization": "Bearer \u2603"},
+    {"Bad Name": "1"},
+    {"X-A\r\nX-B": "1"},
+    {"Content-Length": "0"},
+    {"host": "elsewhere"},
+    {"Transfer-Encoding": "chunked"},
+])
+async def test_pool_refuses_headers_it_cannot_send_as_given(
+        upstream: Upstreams, headers: dict[str, str]) -> None:
+    server = upstream(answer_forever)
+    pool = Pool()
+    with pytest.raises(UpstreamInvalidRequest):
+        await pool.request("POST", server.url, headers, b"", 5.0)
+    resp = await pool.request("POST", server.url, {"X-Ok": "caf\u00e9 v"}, b"", 5.0)
+    await resp.read()
+    resp.release()
+    assert len(server.requests) == 1  # only the good one reached the worker
+    pool.close()
