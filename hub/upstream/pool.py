@@ -77,7 +77,7 @@ class Pool:
             try:
                 target = split_url(url)
             except ValueError as exc:
-                raise UpstreamInvalidRequest(f"worker URL cannot be used: it {exc}") from None
+                raise UpstreamInvalidRequest(f"worker URL cannot be used: {exc}") from None
             if len(self._targets) >= _MAX_CACHED:
                 self._targets.clear()
             self._targets[url] = target

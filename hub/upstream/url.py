@@ -103,12 +103,12 @@ def _authority(netloc: str, default_port: int) -> tuple[str, int]:
         return host, default_port
     port_text = rest[1:]
     if not rest.startswith(":") or not port_text:
-        raise ValueError("has an empty or malformed port")
+        raise ValueError("bad port: empty")
     if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
-        raise ValueError("has a port that is not a number")
+        raise ValueError("bad port: not a number")
     port = int(port_text)
     if not 1 <= port <= 65535:
-        raise ValueError(f"has port {port}, out of range 1-65535")
+        raise ValueError(f"bad port {port}: out of range 1-65535")
     return host, port
 
 
