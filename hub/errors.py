@@ -116,6 +116,15 @@ class UpstreamError(HubError):
     code = "upstream_error"
 
 
+class UpstreamAnswerTooLarge(HubError):
+    """A worker's answer is over ``limits.max_upstream_body_bytes``. Not an UpstreamError:
+    the worker is fine and another would answer as much, so it is never failed over."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_answer_too_large"
+
+
 class UpstreamConnectError(UpstreamError):
     code = "upstream_connect_error"
 

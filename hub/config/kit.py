@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
+
+from hub.upstream.url import check_url as check_upstream_url
 
 
 class ConfigError(ValueError):
@@ -103,17 +104,13 @@ class Section:
 
 
 def check_url(url: str, where: str) -> str:
-    """An http(s) base URL without query or fragment, trailing slash removed."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: must be an http:// or https:// URL, got {url!r}")
+    """An http(s) base URL the upstream client can send to, normalised (see
+    :func:`hub.upstream.url.check_url`); the error names the key, never the URL, which
+    may carry credentials."""
     try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ConfigError(f"{where}: bad port in {url!r}") from None
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{where}: must not have a query or fragment, got {url!r}")
-    return url.rstrip("/")
+        return check_upstream_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def read_yaml(path: Path, *, missing_ok: bool = False) -> object:

@@ -78,11 +78,15 @@ class Timeouts:
     first_byte_s: float = 120.0
     idle_s: float = 60.0
     total_s: float = 900.0
+    # An idle pooled connection to a worker is closed after this long: below llama.cpp's
+    # own 5 s, so a request never races the worker closing it (0 = no reuse).
+    keepalive_s: float = 4.0
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_body_bytes: int = 1 << 20
+    max_upstream_body_bytes: int = 16 << 20  # a worker's whole (non-stream) answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,13 +165,17 @@ def _timeouts(s: Section) -> Timeouts:
     out = Timeouts(connect_s=s.number("connect_s", d.connect_s),
                    first_byte_s=s.number("first_byte_s", d.first_byte_s),
                    idle_s=s.number("idle_s", d.idle_s),
-                   total_s=s.number("total_s", d.total_s))
+                   total_s=s.number("total_s", d.total_s),
+                   keepalive_s=s.number("keepalive_s", d.keepalive_s, exclusive_lo=False))
     s.done()
     return out
 
 
 def _limits(s: Section) -> Limits:
-    out = Limits(max_body_bytes=s.integer("max_body_bytes", 1 << 20, lo=1024))
+    d = Limits()
+    out = Limits(max_body_bytes=s.integer("max_body_bytes", d.max_body_bytes, lo=1024),
+                 max_upstream_body_bytes=s.integer("max_upstream_body_bytes",
+                                                   d.max_upstream_body_bytes, lo=1024))
     s.done()
     return out
 

@@ -23,6 +23,7 @@ from hub.config.schema import Timeouts
 from hub.errors import (
     BadRequest,
     ShuttingDown,
+    UpstreamAnswerTooLarge,
     UpstreamConnectError,
     UpstreamError,
     UpstreamTimeout,
@@ -40,7 +41,13 @@ from hub.forward.relay import (
 )
 from hub.forward.sse import ending_for
 from hub.resilience.report import AttemptOutcome, AttemptReport
-from hub.upstream import Pool, Response, UpstreamConnectFailed, UpstreamTransportError
+from hub.upstream import (
+    Pool,
+    Response,
+    UpstreamBodyTooLarge,
+    UpstreamConnectFailed,
+    UpstreamTransportError,
+)
 
 # Statuses that mean "this worker cannot take it now": try another one.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -107,7 +114,8 @@ class Attempt:
                                                            t.connect_s)
                     self.headers_s = asyncio.get_running_loop().time() - self.started
                     if up.status in RETRYABLE_STATUS:
-                        await up.read(MAX_ERROR_BODY)
+                        with contextlib.suppress(UpstreamBodyTooLarge):
+                            await up.read(MAX_ERROR_BODY)  # only to reuse the connection
                         raise AttemptFailed(AttemptOutcome.for_status(up.status),
                                             UpstreamError(f"worker answered HTTP {up.status}"),
                                             accepted=True)
@@ -145,7 +153,14 @@ class Attempt:
         """Read the whole answer (translated if need be) and pass it on with its status."""
         call = self.call
         call.ttft_s = self.headers_s  # a non-stream answer's first byte: its headers
-        answer = await up.read()
+        try:
+            answer = await up.read()  # up to limits.max_upstream_body_bytes
+        except UpstreamBodyTooLarge as exc:
+            # The worker did its job; another would answer as much. Not a failover.
+            self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
+            raise UpstreamAnswerTooLarge(
+                f"Worker {self.worker.name}'s answer is over the hub's "
+                f"limits.max_upstream_body_bytes ({exc.limit} bytes)") from None
         content_type = up.header("Content-Type", "application/json")
         if self.translator is not None:
             try:

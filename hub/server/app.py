@@ -22,7 +22,8 @@ from hub.upstream import Pool
 async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     """Upstream connections for requests: the hot path's own keep-alive pool."""
     hub = app[HUB]
-    pool = Pool()
+    pool = Pool(keepalive_s=hub.config.timeouts.keepalive_s,
+                max_body_bytes=hub.config.limits.max_upstream_body_bytes)
     hub.proxy = Proxy(hub.registry, pool, hub.config)
     yield
     pool.close()

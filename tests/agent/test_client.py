@@ -36,7 +36,8 @@ def test_agent_runtime_does_not_import_aiohttp() -> None:
     # Of the hub, only the package's version string, the stdlib-only config checks, the
     # small client and the probes that run over it come along.
     hub = {m for m in modules if m == "hub" or m.startswith("hub.")}
-    assert hub == {"hub", "hub.config", "hub.config.kit", "hub.upstream", "hub.upstream.errors",
+    assert hub == {"hub", "hub.config", "hub.config.kit", "hub.upstream", "hub.upstream.connection",
+                   "hub.upstream.response", "hub.upstream.url", "hub.upstream.errors",
                    "hub.upstream.http1", "hub.upstream.pool", "hub.probing",
                    "hub.probing.http", "hub.probing.llamacpp", "hub.probing.ollama",
                    "hub.probing.openai", "hub.probing.result", "hub.probing.session"}

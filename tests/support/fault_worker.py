@@ -114,7 +114,8 @@ async def _answer(request: web.Request, state: dict[str, Any], late: bool) -> we
     doc = {"id": "chatcmpl-fault", "object": "chat.completion", "created": int(time.time()),
            "model": state["model"], "choices": [{"index": 0, "finish_reason": "stop",
                                                  "message": {"role": "assistant",
-                                                             "content": "ok"}}],
+                                                             "content": "ok" + "x" * int(
+                                                                 state.get("pad", 0))}}],
            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
     delay = float(state.get("delay_s", 0.01))
     if not late:

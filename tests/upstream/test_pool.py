@@ -13,6 +13,7 @@ from hub.upstream import (
     UpstreamConnectFailed,
     UpstreamProtocolError,
 )
+from hub.upstream.url import split_url
 from tests.support.procs import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -126,9 +127,8 @@ async def test_stream_backpressure_and_until_close(
 
 
 def test_host_header_for_ipv6_and_default_ports() -> None:
-    pool = Pool()
-    assert pool._parse("http://[::1]/v1/x")[2] == "[::1]"
-    assert pool._parse("http://[::1]:8080/v1/x")[2] == "[::1]:8080"
-    assert pool._parse("https://api.example.com/v1/chat?x=1")[1:] == ("/v1/chat?x=1",
-                                                                       "api.example.com")
-    assert pool._parse("http://10.0.0.5:11434/api")[2] == "10.0.0.5:11434"
+    assert split_url("http://[::1]/v1/x").authority == "[::1]"
+    assert split_url("http://[::1]:8080/v1/x").authority == "[::1]:8080"
+    target = split_url("https://api.example.com/v1/chat?x=1")
+    assert (target.request_target, target.authority) == ("/v1/chat?x=1", "api.example.com")
+    assert split_url("http://10.0.0.5:11434/api").authority == "10.0.0.5:11434"
