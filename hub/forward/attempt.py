@@ -119,7 +119,7 @@ class Attempt:
                         raise AttemptFailed(AttemptOutcome.for_status(up.status),
                                             UpstreamError(f"worker answered HTTP {up.status}"),
                                             accepted=True)
-                    if not self.call.stream or up.status != 200:
+                    if not self._streams(up):
                         # Accepted: the answer may take until total_s (a worker may send
                         # its headers before it generates).
                         deadline.set_phase("the answer", math.inf)
@@ -148,6 +148,15 @@ class Attempt:
             return self.out
         finally:
             self._release()
+
+    def _streams(self, up: Response) -> bool:
+        """Relay as a stream: the client asked for one and the worker is sending one
+        (a route that cannot stream, e.g. embeddings, answers JSON whatever ``stream``
+        said; a translator's own wire format is its business)."""
+        if not self.call.stream or up.status != 200:
+            return False
+        return self.translator is not None or up.header(
+            "Content-Type", "").startswith("text/event-stream")
 
     async def answer_whole(self, up: Response) -> web.Response:
         """Read the whole answer (translated if need be) and pass it on with its status."""

@@ -95,8 +95,6 @@ class Proxy:
         self.capacity.max_waiters = adm.worker_queue_max
         self.capacity.timeout_s = adm.worker_queue_timeout_s
         self.timeouts: Timeouts = config.timeouts
-        self.pool.keepalive_s = config.timeouts.keepalive_s
-        self.pool.max_body_bytes = config.limits.max_upstream_body_bytes
         self.max_attempts = config.routing.max_attempts
         self.retry_on_timeout = config.routing.retry_on_timeout
 

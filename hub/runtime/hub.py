@@ -18,6 +18,7 @@ from hub.fleet.agents import AgentBook
 from hub.fleet.registry import Registry
 from hub.forward.proxy import Proxy
 from hub.observe.metrics import Metrics
+from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.runtime")
 
@@ -62,6 +63,7 @@ class Hub:
         self.registry = Registry(config.workers, healthy_after=config.health.healthy_after,
                                  unhealthy_after=config.health.unhealthy_after)
         self._proxy: Proxy | None = None
+        self.pool: Pool | None = None  # the hot path's upstream pool, once started
         self.metrics = Metrics(self.registry, lambda: self._proxy)
         self.agents = AgentBook(self.registry, config.agents, aliases=config.aliases)
         self.admission = Admission(config.admission)
@@ -137,6 +139,9 @@ class Hub:
             if getattr(new, section) != getattr(old, section):
                 changes.append(f"{section}: updated")
         self.config = new
+        if self.pool is not None:
+            self.pool.keepalive_s = new.timeouts.keepalive_s
+            self.pool.max_body_bytes = new.limits.max_upstream_body_bytes
         if self._proxy is not None:
             self._proxy.configure(new)
         return changes

@@ -24,6 +24,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
     pool = Pool(keepalive_s=hub.config.timeouts.keepalive_s,
                 max_body_bytes=hub.config.limits.max_upstream_body_bytes)
+    hub.pool = pool
     hub.proxy = Proxy(hub.registry, pool, hub.config)
     yield
     pool.close()

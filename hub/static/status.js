@@ -248,8 +248,11 @@ function updateRow(row, w) {
   fill(c.breaker, breakerParts(w.breaker));
   const models = list(w.models);
   const loaded = list(w.loaded_models);
+  // "loaded" says something only when some served models are not in memory (Ollama,
+  // llama.cpp in router mode); a plain llama-server has all of its models loaded.
+  const allLoaded = loaded.length === models.length && models.every((m) => loaded.includes(m));
   fill(c.models, [models.length ? [models.join(", ")] : ["none", "muted"],
-    [loaded.length ? `loaded: ${loaded.join(", ")}` : "", "detail"]]);
+    [loaded.length && !allLoaded ? `loaded: ${loaded.join(", ")}` : "", "detail"]]);
   fill(c.slots, isNum(w.slots_total)
     ? [[`${isNum(w.slots_busy) ? w.slots_busy : "?"} / ${w.slots_total}`]] : [NA]);
   fill(c.vram, vram(w.vram_free_mb));

@@ -115,7 +115,7 @@ def test_table_shows_every_worker(setup: Setup) -> None:
     static, dead, boxed = rows["static1"], rows["dead1"], rows[setup.agent_worker]
     assert (static["KIND"], static["SOURCE"], static["HEALTH"], static["BREAKER"],
             static["MODELS"], static["SLOTS"], static["VRAM FREE"]) == \
-        ("llamacpp", "config", "up", "closed", "tiny", "-", "-")
+        ("llamacpp", "config", "up", "closed", "tiny", "0/1", "-")  # slots: the prober's
     assert static["IN-FLIGHT"] == "0" and static["EWMA"].endswith(("ms", " s"))
     assert (boxed["SOURCE"], boxed["HEALTH"], boxed["MODELS"], boxed["SLOTS"]) == \
         ("agent:box1", "up", "tiny", "0/2")
@@ -239,12 +239,13 @@ def test_table_cells_are_stripped_of_escapes_and_credentials() -> None:
         {"workers": [{"url": "http://***@127.0.0.1:9"}]}
 
 
-def test_cli_shows_hostile_model_names_and_url_credentials_safely(
+def test_cli_shows_hostile_model_names_safely(
         make_hub: Callable[..., HubProcess], make_fault: Callable[..., FaultWorker]) -> None:
-    """A worker whose /v1/models names a model with terminal escapes, behind a config
-    URL with a password: neither reaches the operator's terminal, as a table or JSON."""
+    """A worker whose /v1/models names a model with terminal escapes: it never reaches
+    the operator's terminal, as a table or JSON. (A config URL with a password is
+    refused at load; the CLI's own scrubbing of URLs is tested above.)"""
     fault = make_fault(HOSTILE)
-    url = f"http://ops:pa55word@127.0.0.1:{fault.port}"
+    url = f"http://127.0.0.1:{fault.port}"
     hub = make_hub({"health": {"interval_s": 0.3, "timeout_s": 1},
                     "workers": [{"name": "locked", "url": url}]})
     wait_for(lambda: admin_workers(hub, None)["locked"]["healthy"], 15, "worker up")
@@ -254,6 +255,5 @@ def test_cli_shows_hostile_model_names_and_url_credentials_safely(
     assert table(out.stdout)["locked"]["MODELS"] == "evil model"
     out = cli("--hub", hub.url, "--json")
     assert out.returncode == 0, out.stderr
-    assert "pa55word" not in out.stdout and "\x1b" not in out.stdout
-    assert json.loads(out.stdout)["workers"][0]["url"] == \
-        f"http://***@127.0.0.1:{fault.port}"
+    assert "\x1b" not in out.stdout
+    assert json.loads(out.stdout)["workers"][0]["url"] == url
