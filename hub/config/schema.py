@@ -83,6 +83,7 @@ class Timeouts:
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 25 << 20  # multipart uploads (audio transcriptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,8 @@ def _timeouts(s: Section) -> Timeouts:
 
 
 def _limits(s: Section) -> Limits:
-    out = Limits(max_body_bytes=s.integer("max_body_bytes", 1 << 20, lo=1024))
+    out = Limits(max_body_bytes=s.integer("max_body_bytes", 1 << 20, lo=1024),
+                 max_upload_bytes=s.integer("max_upload_bytes", 25 << 20, lo=1024))
     s.done()
     return out
 
