@@ -17,7 +17,7 @@ from hub.api.catalog import model_routes
 from hub.api.ollama import add_ollama_routes
 from hub.api.openai_extra import add_openai_extra_routes
 from hub.api.status import add_status_routes
-from hub.api.surfaces import OPENAI, Surface
+from hub.api.surfaces import OPENAI, OPENAI_EMBEDDINGS, Surface
 from hub.auth.principal import require_model
 from hub.errors import HubError
 from hub.forward.call import Call
@@ -134,7 +134,7 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", _inference("/chat/completions"))
     app.router.add_post("/v1/completions", _inference("/completions"))
-    app.router.add_post("/v1/embeddings", _inference("/embeddings"))
+    app.router.add_post("/v1/embeddings", _inference("/embeddings", OPENAI_EMBEDDINGS))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

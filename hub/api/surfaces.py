@@ -39,7 +39,12 @@ _FILENAME_RE = re.compile(rb';\s*filename\*?=', re.IGNORECASE)
 
 
 class Surface:
-    """The OpenAI routes: chat, completions and embeddings."""
+    """The OpenAI routes: chat, completions and embeddings. ``streaming`` False: the
+    route answers whole whatever the body asks (embeddings have no stream; a worker
+    that ignores ``"stream": true`` answers JSON, which is no event stream)."""
+
+    def __init__(self, *, streaming: bool = True) -> None:
+        self.streaming = streaming
 
     def credentials(self, request: web.Request) -> str | None:
         return request.headers.get("Authorization")
@@ -53,7 +58,7 @@ class Surface:
         return parse_payload(route, body)
 
     def streams(self, payload: dict[str, Any]) -> bool:
-        return payload.get("stream") is True
+        return self.streaming and payload.get("stream") is True
 
     def caps(self, route: str, payload: dict[str, Any], caps: Caps) -> dict[str, Any] | None:
         return check_route_caps(route, payload, caps)
@@ -120,12 +125,9 @@ class JsonSurface(Surface):
 
     def __init__(self, required: Required | None = None, optional: Required | None = None,
                  *, streaming: bool = True) -> None:
+        super().__init__(streaming=streaming)
         self.required = required or {}
         self.optional = optional or {}
-        self.streaming = streaming  # False: the route answers whole, whatever it asks
-
-    def streams(self, payload: dict[str, Any]) -> bool:
-        return self.streaming and payload.get("stream") is True
 
     def parse(self, route: str, body: bytes, request: web.Request,
               registry: Registry) -> dict[str, Any]:
@@ -257,6 +259,7 @@ _TEXT = ((str,), "a string")
 _LIST = ((list,), "an array")
 _OBJECT = ((dict,), "an object")
 OPENAI = Surface()
+OPENAI_EMBEDDINGS = Surface(streaming=False)
 RESPONSES = JsonSurface()  # ``input`` is optional in the API (a stored prompt may stand)
 RERANK = JsonSurface({"query": _TEXT, "documents": _LIST}, streaming=False)
 TOKENIZE = TokenizeSurface({"content": ((str, list), "a string or an array")},

@@ -55,6 +55,9 @@ def test_tokenize_model_is_optional_when_the_fleet_serves_one() -> None:
     (surfaces.RESPONSES, "/responses", b'{"model": "m", "stream": true}', True),
     (surfaces.RERANK, "/rerank",
      b'{"model": "m", "query": "q", "documents": ["d"], "stream": true}', False),
+    (surfaces.OPENAI_EMBEDDINGS, "/embeddings", b'{"model": "m", "input": "x", "stream": true}',
+     False),
+    (surfaces.OPENAI, "/completions", b'{"model": "m", "prompt": "x", "stream": true}', True),
     (surfaces.ANTHROPIC_COUNT, "/messages/count_tokens",
      b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}', False),
 ])
