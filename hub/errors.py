@@ -72,6 +72,13 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class RouteNotServed(NotFound):
+    """The model is served, but by no worker that takes this route (e.g. /v1/messages
+    for a model only Ollama workers serve)."""
+
+    code = "model_not_supported_on_route"
+
+
 class MethodNotAllowed(HubError):
     status = 405
     type = "invalid_request_error"

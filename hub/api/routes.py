@@ -9,11 +9,15 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from hub.admission.caps import check_caps, requested_tokens
 from hub.api.admin import add_admin_routes
 from hub.api.agents import add_agent_routes
-from hub.api.body import parse_payload, read_body, with_model
+from hub.api.anthropic import add_anthropic_routes
+from hub.api.body import read_body
+from hub.api.catalog import model_routes
+from hub.api.ollama import add_ollama_routes
+from hub.api.openai_extra import add_openai_extra_routes
 from hub.api.status import add_status_routes
+from hub.api.surfaces import OPENAI, OPENAI_EMBEDDINGS, Surface
 from hub.auth.principal import require_model
 from hub.errors import HubError
 from hub.forward.call import Call
@@ -30,33 +34,37 @@ def _request_id(request: web.Request) -> str:
     return os.urandom(8).hex()
 
 
-def _inference(route: str) -> Handler:
+def _inference(route: str, surface: Surface = OPENAI) -> Handler:
+    """The handler of an inference route: every API family takes this path, reading its
+    requests through its ``surface`` (``surfaces.py``)."""
     async def handler(request: web.Request) -> web.StreamResponse:
         hub = request.app[HUB]
         config = hub.config
         loop = asyncio.get_running_loop()
         call = Call(request_id=_request_id(request), route=route, started=loop.time())
         try:
-            principal = hub.authorize(request.headers.get("Authorization"), "infer")
+            principal = hub.authorize(surface.credentials(request), "infer")
             call.tenant = principal.tenant
-            body = await read_body(request, config.limits.max_body_bytes)
-            payload = parse_payload(route, body)
+            body = await read_body(request, surface.max_body(config.limits))
+            payload = surface.parse(route, body, request, hub.registry)
             model: str = payload["model"]
             target = config.aliases.get(model)
             call.model = target or model
             require_model(principal, model)
             if target:
                 require_model(principal, target)
-            call.stream = payload.get("stream") is True
+            call.stream = surface.streams(payload)
             admission = hub.admission
             limits = admission.limits_for(principal.tenant)
-            capped = check_caps(route, payload, limits.caps)
+            capped = surface.caps(route, payload, limits.caps)
             if capped is not None or target:
                 payload = capped or payload
-                body = with_model(payload, call.model)
+                body = surface.encode(payload, call.model, body)
             call.body = body
+            call.content_type = surface.content_type(request)
             if not limits.unlimited:
-                await admission.admit(principal.tenant, requested_tokens(payload))
+                await admission.admit(principal.tenant,
+                                      surface.requested_tokens(route, payload))
             response = await hub.proxy.forward(request, call)
             if not call.status:
                 call.status = response.status
@@ -90,7 +98,8 @@ async def list_models(request: web.Request) -> web.Response:
         data.append({"id": model_id, "object": "model", "created": 0, "owned_by": "spokehub",
                      "spokehub": {"workers": [w.name for w in served[model_id]],
                                   "healthy_workers": [w.name for w in served[model_id]
-                                                      if w.healthy]}})
+                                                      if w.healthy],
+                                  "routes": model_routes(served[model_id])}})
     for alias, target in sorted(config.aliases.items()):
         if allowed is not None and (alias not in allowed or target not in allowed):
             continue
@@ -125,11 +134,14 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", _inference("/chat/completions"))
     app.router.add_post("/v1/completions", _inference("/completions"))
-    app.router.add_post("/v1/embeddings", _inference("/embeddings"))
+    app.router.add_post("/v1/embeddings", _inference("/embeddings", OPENAI_EMBEDDINGS))
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_openai_extra_routes(app, _inference)
+    add_anthropic_routes(app, _inference)
+    add_ollama_routes(app, _inference)
     add_admin_routes(app)
     add_agent_routes(app)
     add_status_routes(app)

@@ -13,9 +13,10 @@ class StreamTranslator(Protocol):
 
 
 class Translator(Protocol):
-    """Speaks a worker's own API for one call: OpenAI body in, OpenAI answer out."""
+    """Speaks a worker's own API for one call: the route's body in, the route's answer
+    out (OpenAI's for OpenAI routes, Ollama's for Ollama's API at the hub)."""
 
-    path: str
+    path: str  # appended to the worker's URL; read after request(), which may set it
 
     def request(self, body: bytes) -> bytes: ...
 

@@ -87,6 +87,7 @@ class Timeouts:
 class Limits:
     max_body_bytes: int = 1 << 20
     max_upstream_body_bytes: int = 16 << 20  # a worker's whole (non-stream) answer
+    max_upload_bytes: int = 25 << 20  # multipart uploads (audio transcriptions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +176,8 @@ def _limits(s: Section) -> Limits:
     d = Limits()
     out = Limits(max_body_bytes=s.integer("max_body_bytes", d.max_body_bytes, lo=1024),
                  max_upstream_body_bytes=s.integer("max_upstream_body_bytes",
-                                                   d.max_upstream_body_bytes, lo=1024))
+                                                   d.max_upstream_body_bytes, lo=1024),
+                 max_upload_bytes=s.integer("max_upload_bytes", d.max_upload_bytes, lo=1024))
     s.done()
     return out
 

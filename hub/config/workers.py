@@ -12,6 +12,36 @@ from dataclasses import dataclass
 from hub.config.kit import ConfigError, Section, check_url
 
 WORKER_KINDS = ("llamacpp", "openai", "ollama")
+
+# The hub's inference routes a worker may serve, by the path clients call -> the route's
+# key (``Call.route``: OpenAI's below ``/v1``, llama.cpp's and Ollama's as they are).
+ROUTES: dict[str, str] = {
+    "/v1/chat/completions": "/chat/completions",
+    "/v1/completions": "/completions",
+    "/v1/embeddings": "/embeddings",
+    "/v1/responses": "/responses",
+    "/v1/messages": "/messages",
+    "/v1/messages/count_tokens": "/messages/count_tokens",
+    "/v1/rerank": "/rerank",
+    "/v1/audio/transcriptions": "/audio/transcriptions",
+    "/tokenize": "/tokenize",
+    "/detokenize": "/detokenize",
+}
+OPENAI_ROUTES = frozenset({"/chat/completions", "/completions", "/embeddings"})
+# What each kind serves unless its ``routes:`` says otherwise (None: every route).
+KIND_ROUTES: dict[str, frozenset[str] | None] = {
+    "llamacpp": None,
+    "ollama": OPENAI_ROUTES,
+    "openai": OPENAI_ROUTES,
+}
+# Ollama's API at the hub: native on Ollama workers, else translated to the OpenAI route
+# beside it, so a worker serves it when it serves that route.
+OLLAMA_API_ROUTES: dict[str, str] = {
+    "/api/chat": "/chat/completions",
+    "/api/generate": "/chat/completions",
+    "/api/embed": "/embeddings",
+    "/api/embeddings": "/embeddings",
+}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 
 
@@ -24,6 +54,17 @@ class WorkerSpec:
     max_concurrency: int = 0  # 0 = unlimited at the hub
     api_key_env: str | None = None
     api: str = "openai"  # ollama only: "native" sends chat to /api/chat (Ollama without /v1)
+    routes: frozenset[str] | None = None  # route keys it serves; None: its kind's default
+
+    def serves_route(self, route: str) -> bool:
+        """Whether this worker takes requests on ``route`` (a ``Call.route`` key)."""
+        native = OLLAMA_API_ROUTES.get(route)
+        if native is not None:
+            if self.kind == "ollama":
+                return True
+            route = native
+        routes = self.routes if self.routes is not None else KIND_ROUTES.get(self.kind)
+        return routes is None or route in routes
 
 
 def parse_worker(raw: object, path: str) -> WorkerSpec:
@@ -37,12 +78,21 @@ def parse_worker(raw: object, path: str) -> WorkerSpec:
         if not isinstance(m, str) or not m:
             raise ConfigError(f"{path}.models[{i}]: must be a non-empty string")
         models.append(m)
+    routes: set[str] | None = None
+    if s.get("routes") is not None:
+        routes = set()
+        for i, r in enumerate(s.items("routes")):
+            if not isinstance(r, str) or r not in ROUTES:
+                raise ConfigError(f"{path}.routes[{i}]: {r!r} is not a hub route; choose "
+                                  f"from {', '.join(ROUTES)}")
+            routes.add(ROUTES[r])
     spec = WorkerSpec(name=name, url=url,
                       kind=s.text("kind", "llamacpp", choices=WORKER_KINDS),
                       models=tuple(models),
                       max_concurrency=s.integer("max_concurrency", 0, lo=0),
                       api_key_env=s.text("api_key_env"),
-                      api=s.text("api", "openai", choices=("openai", "native")))
+                      api=s.text("api", "openai", choices=("openai", "native")),
+                      routes=None if routes is None else frozenset(routes))
     s.done()
     if spec.api == "native" and spec.kind != "ollama":
         raise ConfigError(f"{path}.api: 'native' is only for kind ollama")

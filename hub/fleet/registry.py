@@ -136,18 +136,27 @@ class Registry:
                 out.setdefault(m, []).append(w)
         return out
 
-    def serves(self, model: str) -> bool:
-        return any(model in w.models for w in self._workers.values())
+    def serves(self, model: str, route: str | None = None) -> bool:
+        """Some worker serves ``model`` (on ``route``, if given), healthy or not."""
+        return any(model in w.models and (route is None or w.spec.serves_route(route))
+                   for w in self._workers.values())
 
-    def candidates(self, model: str) -> list[Worker]:
-        """Routable workers that serve ``model``, in registry order."""
-        return [w for w in self._workers.values() if w.routable and model in w.models]
+    def candidates(self, model: str, route: str | None = None) -> list[Worker]:
+        """Routable workers that serve ``model`` (on ``route``: a worker whose kind or
+        ``routes:`` does not take the route is no candidate), in registry order."""
+        if route is None:
+            return [w for w in self._workers.values() if w.routable and model in w.models]
+        return [w for w in self._workers.values()
+                if w.routable and model in w.models and w.spec.serves_route(route)]
 
-    def saturated(self, model: str) -> bool:
-        """Healthy workers serve ``model`` but every one is at its max_concurrency."""
+    def saturated(self, model: str, route: str | None = None) -> bool:
+        """Healthy workers serve ``model`` (on ``route``) but every one is at its
+        max_concurrency."""
         full = False
         for w in self._workers.values():
             if model not in w.models or not w.healthy or w.draining or w.agent_stale:
+                continue
+            if route is not None and not w.spec.serves_route(route):
                 continue
             if w.routable:
                 return False

@@ -31,15 +31,8 @@ from hub.errors import (
 from hub.fleet.registry import Worker
 from hub.forward.call import Call
 from hub.forward.deadline import Deadline
-from hub.forward.relay import (
-    ByteSource,
-    ClientGone,
-    TranslatedStream,
-    end_with_error,
-    first_events,
-    relay_events,
-)
-from hub.forward.sse import ending_for
+from hub.forward.relay import ByteSource, ClientGone, TranslatedStream
+from hub.forward.wire import wire_for
 from hub.resilience.report import AttemptOutcome, AttemptReport
 from hub.upstream import (
     Pool,
@@ -92,13 +85,14 @@ class Attempt:
         """URL, headers and body for this worker's kind; BadRequest if it cannot take it."""
         call, spec = self.call, self.worker.spec
         backend = backend_for(spec.kind)
-        headers = {"Content-Type": "application/json", "X-Request-ID": call.request_id}
+        headers = {"Content-Type": call.content_type, "X-Request-ID": call.request_id}
         headers.update(backend.request_headers(spec))
         translator = self.translator = backend.translator(spec, call.route)
         if translator is None:
             return backend.request_url(spec, call.route), headers, call.body
         try:
-            return spec.url + translator.path, headers, translator.request(call.body)
+            body = translator.request(call.body)  # may choose the path
+            return spec.url + translator.path, headers, body
         except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             raise BadRequest(f"Cannot send this request to worker {self.worker.name}: {exc}",
                              ) from None
@@ -131,7 +125,8 @@ class Attempt:
             if self.stopping() and self.out is not None:
                 self.call.error = ShuttingDown.code
                 self._release()
-                await end_with_error(self.out, ShuttingDown("The hub is shutting down"))
+                await wire_for(self.call.route).end_with_error(
+                    self.out, ShuttingDown("The hub is shutting down"))
             raise
         except ClientGone:
             self.call.status = 499
@@ -144,7 +139,7 @@ class Attempt:
             err = exc if isinstance(exc, UpstreamError) else self._broken(exc)
             self.call.error = err.code
             self._release()  # free the worker before waiting on the client
-            await end_with_error(self.out, err)
+            await wire_for(self.call.route).end_with_error(self.out, err)
             return self.out
         finally:
             self._release()
@@ -193,19 +188,20 @@ class Attempt:
         content: ByteSource = up
         if self.translator is not None:
             content = TranslatedStream(up, self.translator.stream())
-        first = await first_events(content)
+        wire = wire_for(call.route)
+        first = await wire.first(content)
         call.ttft_s = asyncio.get_running_loop().time() - self.started
         self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
         deadline.set_phase("next chunk", self.timeouts.idle_s)
         out = self.out = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/event-stream" if self.translator else
+            "Content-Type": wire.content_type if self.translator else
             up.header("Content-Type", "text/event-stream"),
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             "X-Request-ID": call.request_id,
             "X-Spokehub-Worker": self.worker.name})
         await out.prepare(request)
-        await relay_events(content, out, first, deadline, ending=ending_for(call.route))
+        await wire.relay(content, out, first, deadline)
         await out.write_eof()
         return out
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 @dataclass(slots=True)
 class Call:
     request_id: str
-    route: str  # OpenAI route below /v1, e.g. "/chat/completions"
+    route: str  # OpenAI route below /v1, e.g. "/chat/completions"; or "/tokenize", "/api/chat"
     model: str = ""
     body: bytes = b""
+    content_type: str = "application/json"  # of body (multipart for audio uploads)
     stream: bool = False
     tenant: str = "-"
     worker: str | None = None

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from hub.admission.worker_queue import CapacityQueue
 from hub.config.schema import Config, Timeouts
-from hub.errors import ModelNotFound, NoWorker, UpstreamError
+from hub.errors import ModelNotFound, NoWorker, RouteNotServed, UpstreamError
 from hub.fleet.registry import Registry, Worker
 from hub.forward.attempt import Attempt, AttemptFailed
 from hub.forward.call import Call
@@ -102,9 +102,9 @@ class Proxy:
     def breakers(self) -> Breakers:
         return self.fleet.breakers
 
-    def pick(self, model: str, tried: list[Worker]) -> Worker | None:
+    def pick(self, model: str, tried: list[Worker], route: str | None = None) -> Worker | None:
         breakers = self.breakers
-        candidates = [w for w in self.registry.candidates(model)
+        candidates = [w for w in self.registry.candidates(model, route)
                       if w not in tried and breakers.get(w.name).would_allow()]
         detector = self.outliers.get(model)
         if detector is not None:
@@ -167,9 +167,9 @@ class Proxy:
         earlier_5xx = False
         self.retry_budget.deposit()
         for _ in range(self.max_attempts):
-            worker = self.pick(call.model, tried)
-            if worker is None and not tried and self.registry.saturated(call.model):
-                worker = await self._wait_for_room(call.model)
+            worker = self.pick(call.model, tried, call.route)
+            if worker is None and not tried and self.registry.saturated(call.model, call.route):
+                worker = await self._wait_for_room(call.model, call.route)
             if worker is None:
                 break
             if tried and not self.retry_budget.try_withdraw():  # only a real retry pays
@@ -205,16 +205,19 @@ class Proxy:
             raise last
         if not self.registry.serves(call.model):
             raise ModelNotFound(f"The model '{call.model}' does not exist", param="model")
+        if not self.registry.serves(call.model, call.route):
+            raise RouteNotServed(f"No worker serves the model '{call.model}' on this route",
+                                 param="model")
         raise NoWorker(f"No healthy worker can serve model '{call.model}' right now")
 
-    async def _wait_for_room(self, model: str) -> Worker | None:
+    async def _wait_for_room(self, model: str, route: str | None = None) -> Worker | None:
         """Queue in the hub until a worker for ``model`` has room (bounded)."""
         deadline = asyncio.get_running_loop().time() + self.capacity.timeout_s
         front = False
         while True:
             await self.capacity.wait(deadline, front=front)
-            worker = self.pick(model, [])
-            if worker is not None or not self.registry.saturated(model):
+            worker = self.pick(model, [], route)
+            if worker is not None or not self.registry.saturated(model, route):
                 return worker
             front = True  # someone else took the slot: keep our place at the front
 

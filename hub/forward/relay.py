@@ -74,7 +74,7 @@ async def relay_events(content: ByteSource, out: web.StreamResponse, first: byte
     (``UpstreamTransportError``) if it breaks, and ClientGone if the client leaves.
     """
     splitter = EventSplitter(max_event)
-    final = ending.value
+    final = ending.quick
     chunk = first
     while chunk:
         events = splitter.feed(chunk)

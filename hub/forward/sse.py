@@ -29,19 +29,28 @@ class Ending:
     """The event that completes a stream of one API, by one of its fields: ``data:
     [DONE]`` for OpenAI chat and completions, ``event: response.completed`` for the
     Responses API, ``event: message_stop`` for Anthropic Messages. A stream that ends
-    without it was cut short, however cleanly its connection closed."""
+    without it was cut short, however cleanly its connection closed.
+
+    ``also``: other values that end the stream as the API defines it (the Responses
+    API's ``response.failed`` and ``response.incomplete``, an ``error`` event). With
+    them, ``quick`` (the bytes every final event holds, for a cheap test before the
+    exact one) is the field name itself."""
 
     name: bytes  # the field, b"data" or b"event"
     value: bytes
+    also: tuple[bytes, ...] = ()
+    quick: bytes = field(init=False, repr=False, compare=False)
     _line: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        line = rb"(?<![^\r\n])" + re.escape(self.name) + rb": ?" + re.escape(self.value)
+        values = b"|".join(re.escape(v) for v in (self.value, *self.also))
+        line = rb"(?<![^\r\n])" + re.escape(self.name) + rb": ?(?:" + values + rb")"
         object.__setattr__(self, "_line", re.compile(line + rb"(?=[\r\n])"))
+        object.__setattr__(self, "quick", self.name + b":" if self.also else self.value)
 
     def find(self, events: bytes) -> int:
         """Index just past the final event in ``events`` (whole events only); -1 if none."""
-        if self.value not in events:  # the common case, for the cost of one memchr scan
+        if self.quick not in events:  # the common case, for the cost of one memchr scan
             return -1
         line = self._line.search(events)
         if line is None:
@@ -51,8 +60,9 @@ class Ending:
 
 
 OPENAI_DONE = Ending(b"data", b"[DONE]")
-RESPONSES_DONE = Ending(b"event", b"response.completed")
-ANTHROPIC_DONE = Ending(b"event", b"message_stop")
+RESPONSES_DONE = Ending(b"event", b"response.completed",
+                        also=(b"response.failed", b"response.incomplete", b"error"))
+ANTHROPIC_DONE = Ending(b"event", b"message_stop", also=(b"error",))
 
 # Per route below /v1. A translator turns its worker's own stream into the route's API
 # and vouches for the worker's own ending (Ollama's NDJSON ``"done": true``), so the

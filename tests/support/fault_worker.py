@@ -22,6 +22,10 @@ Options, set with ``/_control``: ``eol`` the SSE line ending (``"\\n"``,
 request whose body contains this text gets HTTP 500, whatever the mode (a "query of
 death").
 
+It also takes ``/v1/responses`` and ``/v1/messages``, streaming their own event types
+(``response.output_text.delta`` ... ``response.completed``; ``content_block_delta`` ...
+``message_stop``) in every mode where chat streams chunks and ``[DONE]``.
+
 Usage: python -m tests.support.fault_worker --port P [--model NAME] [--mode ok]
 """
 
@@ -46,6 +50,35 @@ def _chunk(model: str, i: int, text: str, eol: bytes = b"\n", pad: int = 0) -> b
            "model": model, "choices": [{"index": 0, "delta": {"content": text + "x" * pad},
                                         "finish_reason": None}]}
     return b"data: " + json.dumps(doc).encode() + eol + eol
+
+
+def _event(path: str, model: str, i: int, text: str, *, eol: bytes = b"\n",
+           pad: int = 0) -> bytes:
+    """One content event of the route's own API (OpenAI chat chunks by default)."""
+    if path == "/v1/responses":
+        kind, doc = "response.output_text.delta", {
+            "type": "response.output_text.delta", "item_id": "msg_fault", "output_index": 0,
+            "content_index": 0, "delta": text + "x" * pad, "sequence_number": i + 1}
+    elif path == "/v1/messages":
+        kind, doc = "content_block_delta", {
+            "type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": text + "x" * pad}}
+    else:
+        return _chunk(model, i, text, eol, pad)
+    return (f"event: {kind}".encode() + eol + b"data: " + json.dumps(doc).encode()
+            + eol + eol)
+
+
+def _final(path: str, model: str, eol: bytes = b"\n") -> bytes:
+    """The route's final event."""
+    if path == "/v1/responses":
+        doc: dict[str, Any] = {"type": "response.completed", "sequence_number": 99, "response": {
+            "id": "resp_fault", "object": "response", "created_at": int(time.time()),
+            "model": model, "status": "completed", "output": []}}
+        return b"event: response.completed" + eol + b"data: " + json.dumps(doc).encode() + eol + eol
+    if path == "/v1/messages":
+        return b"event: message_stop" + eol + b'data: {"type": "message_stop"}' + eol + eol
+    return b"data: [DONE]" + eol + eol
 
 
 def _reset(request: web.Request) -> None:
@@ -142,7 +175,7 @@ async def _stream(request: web.Request, state: dict[str, Any]) -> web.StreamResp
         await resp.write_eof()
         return resp
     for i in range(int(state.get("chunks", 5))):
-        await resp.write(_chunk(model, i, f"t{i} ", eol, pad))
+        await resp.write(_event(request.path, model, i, f"t{i} ", eol=eol, pad=pad))
         await asyncio.sleep(delay)
     if mode in ("die_midstream", "reset_midstream", "cut_event"):
         await resp.write(b'data: {"half": ')
@@ -153,7 +186,7 @@ async def _stream(request: web.Request, state: dict[str, Any]) -> web.StreamResp
             _reset(request)
             return resp
     elif mode != "no_done":
-        await resp.write(b"data: [DONE]" + eol + eol)
+        await resp.write(_final(request.path, model, eol))
     await resp.write_eof()
     return resp
 
@@ -187,7 +220,8 @@ def main() -> None:
     app.router.add_get("/v1/models", models)
     app.router.add_post("/_control", control)
     app.router.add_get("/_stats", stats)
-    for route in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+    for route in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                  "/v1/responses", "/v1/messages"):
         app.router.add_post(route, infer)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
 
