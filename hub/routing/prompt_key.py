@@ -154,12 +154,15 @@ def text_blocks(data: bytes, block_chars: int = BLOCK_CHARS,
     end = min(len(data), block_chars * max_blocks)
     if end == 0:
         return ()
-    view = memoryview(data)
+    if end < len(data):
+        data = data[:end]
     h = hashlib.blake2b(_SEED, digest_size=8)
+    update, copy = h.update, h.copy
     digests: list[bytes] = []
+    append = digests.append
     for start in range(0, end, block_chars):
-        h.update(view[start:min(start + block_chars, end)])
-        digests.append(h.copy().digest())
+        update(data[start:start + block_chars])
+        append(copy().digest())
     return struct.unpack(f"<{len(digests)}Q", b"".join(digests))
 
 
