@@ -20,25 +20,33 @@ recently (``hub.routing.prefix_index``), and the match is weighed against load:
    candidate with room and no other has more of the prompt (the key may be shared by
    several conversations of one user): ``session``. If the pinned worker is gone, busy
    or was forgotten, the choice below is made and the session pinned there: ``repin``.
-3. Prefix against load. With ``m`` the share of the prompt's blocks a worker has and
-   ``u`` its utilisation, every worker with room scores::
+3. Prefix against load. With ``m`` the share of the prompt's leading blocks a worker
+   has, ``floor`` the least share any worker with room has (what they all hold: a
+   shared system prompt, tool definitions), ``edge = m - floor`` and ``u`` the worker's
+   utilisation, every worker with room scores::
 
-       score = (m if m >= hit_threshold else 0) - load_weight * u
+       score = (edge if edge >= hit_threshold else 0) - load_weight * u
 
-   and the best score wins; ties go to the worker holding the fewest cached blocks (new
-   conversations spread over the fleet's cache, as SGLang sends a miss to the smallest
-   tree), then to the RNG. The reason is ``prefix-hit`` when the winner has at least
-   ``hit_threshold`` of the prompt; else ``load`` if some candidate had it but lost on
-   load, else ``prefix-miss`` (``load`` for a request without prompt blocks).
+   and the best score wins; ties go to the session's worker, then to the worker holding
+   the fewest cached blocks (new conversations spread over the fleet's cache, as SGLang
+   sends a miss to the smallest tree), then to the RNG. The reason is ``prefix-hit``
+   when the winner has at least ``hit_threshold`` of the prompt; else ``load`` if some
+   candidate had the edge but lost on load, else ``prefix-miss`` (``load`` for a request
+   without prompt blocks).
+
+   The edge, not the share: a prefix that every worker has is no reason to prefer one,
+   and one that only some have yet is a weak one. Scored by share, the first worker to
+   see a 2 KB system prompt (75% of a first turn) drew every new conversation while it
+   had a free slot, and then kept them: 80 of 133 requests in bench/cache_routing.py,
+   busiest/idlest 4.0.
+
    ``hit_threshold`` 0.3 is SGLang's: below a third of the prompt the saving rarely pays
    for a busier worker. ``load_weight`` 1.0 says a prompt's worth of cache is worth a
    worker's worth of slots: a conversation stays on its half-busy worker while that
-   worker has more than half of the prompt (a later turn: 0.8 - 0.5 beats an idle
-   miss's 0), but a new conversation whose only match is a shared system prompt (40%)
-   goes to an idle worker rather than a half-busy one, so conversations spread instead of
-   piling onto the first worker that saw the system prompt. llm-d weighs prefix 3 against
-   queue 2 plus KV use 2, a load term of the same size. Prefix-only routing, without
-   it, collapsed in llm-d's tests (about 55% of requests completed).
+   worker's edge is above one half (a later turn: 0.8 - 0.5 beats an idle miss's 0);
+   a 40% edge goes to an idle worker instead. llm-d weighs prefix 3 against queue 2
+   plus KV use 2, a load term of the same size. Prefix-only routing, without it,
+   collapsed in llm-d's tests (about 55% of requests completed).
 
 Recording happens at pick time, not after the answer: the next request of the same
 prefix may come before this one finishes (concurrent turns, an agent fanning out, a
@@ -144,22 +152,25 @@ class CacheAware:
             assert chosen is not None
             reason = "load"
         else:
+            # What every roomy worker has (a shared system prompt, tool definitions)
+            # favours none of them: a worker's edge is its share above this floor.
+            floor = min(share[w.name] for w, _ in roomy)
             sticky = None
             if pinned:
                 sticky = next((w for w, _ in roomy if w.name == pinned), None)
-            best_hit = max((share[w.name] for w, _ in roomy if share[w.name] >= threshold),
-                           default=None)
+            best_hit = max((share[w.name] for w, _ in roomy
+                            if share[w.name] - floor >= threshold), default=None)
             if sticky is not None and (best_hit is None or share[sticky.name] >= best_hit):
                 chosen = sticky
             else:
-                chosen = self._best(roomy, share, sticky)
+                chosen = self._best(roomy, share, floor, sticky)
             if chosen is sticky:
                 reason = "session"
             elif pinned is not None and sticky is None:
                 reason = "repin"
             elif share[chosen.name] >= threshold:
                 reason = "prefix-hit"
-            elif any(s >= threshold for s in share.values()):
+            elif any(s - floor >= threshold for s in share.values()):
                 reason = "load"  # the worker with the prompt has no room
             else:
                 reason = "prefix-miss" if total else "load"
@@ -197,7 +208,7 @@ class CacheAware:
         return u - idlest > cfg.imbalance_abs and u > cfg.imbalance_rel * idlest
 
     def _best(self, roomy: list[tuple[Worker, float]], share: Mapping[str, float],
-              sticky: Worker | None) -> Worker:
+              floor: float, sticky: Worker | None) -> Worker:
         """Highest score; ties: the session's worker, then the fewest cached blocks,
         then the RNG."""
         threshold = self.cfg.hit_threshold
@@ -205,8 +216,8 @@ class CacheAware:
         best: list[Worker] = []
         best_key: tuple[float, bool, int] | None = None
         for w, u in roomy:
-            m = share[w.name]
-            key = ((m if m >= threshold else 0.0) - weight * u, w is sticky,
+            edge = share[w.name] - floor
+            key = ((edge if edge >= threshold else 0.0) - weight * u, w is sticky,
                    -self.index.size(w.name))
             if best_key is None or key > best_key:
                 best, best_key = [w], key

@@ -76,6 +76,33 @@ def test_a_small_match_does_not_attract() -> None:
     assert choose(p, ws, req(conv(1, 6))).reason == "prefix-hit"  # 2 of 6 on a, 6 on b
 
 
+def test_a_shared_system_prompt_does_not_pull_conversations_together() -> None:
+    p, ws = policy(), fleet()
+    a, b, c = ws
+    system = conv(7, 30)
+    for w in ws:
+        p.index.record(w.name, "m\x1ft", system, now=0.0)
+    for cid in range(10, 20):  # a already holds many conversations
+        p.index.record("a", "m\x1ft", system + conv(cid, 5), now=0.0)
+    a.in_flight = 1
+    picks = []
+    for cid in range(4):  # new conversations: 30 of 32 blocks cached everywhere
+        choice = choose(p, ws, req(system + conv(cid + 1, 2)))
+        assert choice.reason == "prefix-hit" and choice.matched == 30 / 32
+        picks.append(choice.worker)
+        choice.worker.in_flight += 1
+    assert a not in picks
+    assert set(picks) == {b, c}
+
+
+def test_a_prefix_only_one_worker_has_yet_is_a_real_edge() -> None:
+    p, ws = policy(), fleet()
+    system = conv(7, 30)
+    p.index.record("c", "m\x1ft", system, now=0.0)
+    choice = choose(p, ws, req(system + conv(1, 2)))
+    assert (choice.worker.name, choice.reason) == ("c", "prefix-hit")
+
+
 def test_load_is_weighed_against_the_match() -> None:
     def setup() -> tuple[CacheAware, Worker, Worker]:
         p = policy()
