@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import math
 import os
@@ -115,6 +116,7 @@ class LlamaServer:
     logdir: Path
     slots: int
     ctx: int
+    cache_ram_mib: int | None = None  # llama-server --cache-ram; None: its default
     port: int = field(default_factory=free_port)
     proc: Proc | None = None
 
@@ -127,6 +129,8 @@ class LlamaServer:
         argv = [str(binary), "-m", str(self.model), "--host", "127.0.0.1",
                 "--port", str(self.port), "--alias", MODEL, "-c", str(self.ctx),
                 "-np", str(self.slots), "-t", "1", "--slots", "--no-webui"]
+        if self.cache_ram_mib is not None:
+            argv += ["--cache-ram", str(self.cache_ram_mib)]
         env = {**os.environ, "LD_LIBRARY_PATH": str(binary.parent)}
         self.proc = Proc(argv, self.logdir / f"{self.name}-{self.port}.log", env)
         self.proc.start()
@@ -141,7 +145,7 @@ class LlamaServer:
 
 
 def start_fleet(args: argparse.Namespace, model: Path, logdir: Path) -> list[LlamaServer]:
-    servers = [LlamaServer(f"w{i + 1}", model, logdir, args.slots, args.ctx)
+    servers = [LlamaServer(f"w{i + 1}", model, logdir, args.slots, args.ctx, args.cache_ram)
                for i in range(args.workers)]
     try:
         for s in servers:
@@ -536,6 +540,18 @@ def report(rows: Sequence[Row]) -> None:
             print(f"  {what:<36} {value:>7}  {'met' if met else 'NOT met'}")
 
 
+def write_csv(path: Path, rows: Sequence[Row]) -> None:
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["policy", "session", "turn", "worker", "ok", "ttft_ms", "prompt_n",
+                      "cache_n", "reason", "error"])
+        for row in rows:
+            for r in row.results:
+                ttft = "" if r.ttft_s is None else f"{r.ttft_s * 1000:.1f}"
+                out.writerow([row.label, r.session, r.turn, r.worker, int(r.ok), ttft,
+                              r.prompt_n, r.cache_n, r.reason, r.error])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--policies", default="round_robin,least_loaded,cache_aware,"
@@ -544,6 +560,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--slots", type=int, default=2, help="llama-server -np (default 2)")
     ap.add_argument("--ctx", type=int, default=16384, help="llama-server -c, all slots")
+    ap.add_argument("--cache-ram", type=int, metavar="MIB",
+                    help="llama-server --cache-ram (host-memory prompt cache; default: the "
+                         "server's own, 8192 MiB in this build)")
     ap.add_argument("--n-embd", type=int, default=512, help="model width (default 512)")
     ap.add_argument("--n-layer", type=int, default=2, help="model layers (default 2)")
     ap.add_argument("--sessions", type=int, default=16)
@@ -562,6 +581,7 @@ def main() -> None:
                     help="per policy: no new turns after this long")
     ap.add_argument("--request-timeout-s", type=float, default=120.0)
     ap.add_argument("--keep-logs", type=Path, help="keep worker and hub logs here")
+    ap.add_argument("--csv", type=Path, help="write one line per request here")
     args = ap.parse_args()
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     known = {"round_robin", "least_loaded", "vram_weighted", "cache_aware"}
@@ -572,7 +592,8 @@ def main() -> None:
             and 0 <= args.system_chars <= 20_000 and 1 <= args.user_chars[0]
             <= args.user_chars[1] <= 5000 and 0 <= args.think[0] <= args.think[1] <= 60
             and 10 <= args.run_limit_s <= 1800 and 64 <= args.n_embd <= 2048
-            and 1 <= args.n_layer <= 16 and 1024 <= args.ctx <= 262_144):
+            and 1 <= args.n_layer <= 16 and 1024 <= args.ctx <= 262_144
+            and (args.cache_ram is None or 0 <= args.cache_ram <= 65_536)):
         ap.error("keep it bounded (see --help for the defaults)")
     system, sessions = workload(args)
     turns = sum(len(s.users) for s in sessions)
@@ -582,7 +603,9 @@ def main() -> None:
         model = bench_model(args.n_embd, args.n_layer)
         print(f"model: {model.name} ({args.n_embd} wide, {args.n_layer} layers, "
               f"{model.stat().st_size / 1e6:.0f} MB), llama-server -np {args.slots} -t 1 "
-              f"-c {args.ctx}, {args.workers} workers")
+              f"-c {args.ctx}"
+              + ("" if args.cache_ram is None else f" --cache-ram {args.cache_ram}")
+              + f", {args.workers} workers")
         probe = LlamaServer("probe", model, workdir, 1, args.ctx)
         probe.start()
         try:
@@ -602,6 +625,8 @@ def main() -> None:
                                                     f"{row.wall_s:.0f} s"), flush=True)
             rows.append(row)
         report(rows)
+        if args.csv is not None:
+            write_csv(args.csv, rows)
     finally:
         if args.keep_logs is not None:
             args.keep_logs.mkdir(parents=True, exist_ok=True)
