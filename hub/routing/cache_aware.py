@@ -20,25 +20,38 @@ recently (``hub.routing.prefix_index``), and the match is weighed against load:
    candidate with room and no other has more of the prompt (the key may be shared by
    several conversations of one user): ``session``. If the pinned worker is gone, busy
    or was forgotten, the choice below is made and the session pinned there: ``repin``.
+   A new session (no pin yet) is a new conversation: it can only match text it shares
+   with other conversations (a system prompt, tools), which every worker soon holds,
+   and where it goes now is where it stays. So it is placed among the workers holding
+   the fewest conversations per slot (pinned within ``session_ttl_s``, decaying), and
+   only then by the score below.
 3. Prefix against load. With ``m`` the share of the prompt's leading blocks a worker
    has, ``floor`` the least share any worker with room has (what they all hold: a
-   shared system prompt, tool definitions), ``edge = m - floor`` and ``u`` the worker's
-   utilisation, every worker with room scores::
+   shared system prompt, tool definitions), ``edge = m - floor``, ``u`` the worker's
+   utilisation, and ``d`` its recent demand (requests this policy sent it, per slot,
+   each weighing exp(-age / demand_window_s)) against the mean ``D`` of the workers
+   with room, every worker with room scores::
 
-       score = (edge if edge >= hit_threshold else 0) - load_weight * u
+       score = (edge if edge >= hit_threshold else 0)
+               - load_weight * u - demand_weight * (d - D) / (D + 1)
 
    and the best score wins; ties go to the session's worker, then to the worker holding
-   the fewest cached blocks (new conversations spread over the fleet's cache, as SGLang
-   sends a miss to the smallest tree), then to the RNG. The reason is ``prefix-hit``
-   when the winner has at least ``hit_threshold`` of the prompt; else ``load`` if some
-   candidate had the edge but lost on load, else ``prefix-miss`` (``load`` for a request
-   without prompt blocks).
+   the fewest cached blocks, then to the RNG. The reason is ``prefix-hit`` when the
+   winner has at least ``hit_threshold`` of the prompt; else ``load`` if some candidate
+   had the edge but lost on load, else ``prefix-miss`` (``load`` for a request without
+   prompt blocks).
 
-   The edge, not the share: a prefix that every worker has is no reason to prefer one,
-   and one that only some have yet is a weak one. Scored by share, the first worker to
-   see a 2 KB system prompt (75% of a first turn) drew every new conversation while it
-   had a free slot, and then kept them: 80 of 133 requests in bench/cache_routing.py,
-   busiest/idlest 4.0.
+   The edge, not the share: a prefix that every worker has is no reason to prefer one.
+   The demand term, because ``u`` only sees the requests running now, while a
+   conversation placed on a worker keeps coming back to it: where conversations live
+   must be balanced too (for requests without a session key, the only way to tell).
+   Without them, the first worker to see a 2 KB system prompt (75% of a first turn)
+   drew new conversations while it had a free slot and then kept them: 80 of 133
+   requests in bench/cache_routing.py, busiest/idlest 4.0; with the edge and demand
+   but no count of conversations, 9 of 16 first turns still went to that worker. The
+   ``+ 1`` (a request per slot) keeps the term mild at a cold start: the first request
+   to a two-slot worker of three costs it 0.14, less than a busy slot's 0.5; at steady
+   load a worker with twice the mean demand loses nearly ``demand_weight``.
 
    ``hit_threshold`` 0.3 is SGLang's: below a third of the prompt the saving rarely pays
    for a busier worker. ``load_weight`` 1.0 says a prompt's worth of cache is worth a
@@ -65,6 +78,7 @@ block on the chosen worker; no scan of the index or the session table.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import OrderedDict
@@ -93,6 +107,8 @@ class CacheAwareConfig:
     load_weight: float = 1.0  # score lost per unit of utilisation
     imbalance_abs: float = 0.5  # overloaded: utilisation above the idlest's by more than
     imbalance_rel: float = 1.5  # ... this, and more than this many times the idlest's
+    demand_weight: float = 0.5  # score lost per unit of relative demand above the mean
+    demand_window_s: float = 60.0  # recent demand: requests chosen, decaying with this
     sessions_max: int = 16384  # pinned conversations kept (LRU); 0 = no stickiness
     session_ttl_s: float = 1800.0  # a pin unused this long is dropped
     share_across_tenants: bool = False  # one prefix index for all tenants
@@ -112,6 +128,9 @@ class CacheAware:
         # tenant + session key -> (worker name, worker generation, last used)
         self._sessions: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
         self._generation: dict[str, int] = {}  # bumped by forget(): older pins are void
+        # name -> (count, as of), decaying: requests sent lately, conversations pinned
+        self._demand: dict[str, tuple[float, float]] = {}
+        self._conversations: dict[str, tuple[float, float]] = {}
 
     # -- what the API layer builds ------------------------------------------------------
     def route_request(self, model: str, payload: Mapping[str, Any], *, tenant: str = "-",
@@ -152,6 +171,11 @@ class CacheAware:
             assert chosen is not None
             reason = "load"
         else:
+            if session is not None and pinned is None:
+                # A new conversation can only match text it shares with others (a
+                # system prompt), which every worker soon holds; where it lives is
+                # decided for its whole life: among the workers with the fewest.
+                roomy = self._fewest_conversations(roomy, now)
             # What every roomy worker has (a shared system prompt, tool definitions)
             # favours none of them: a worker's edge is its share above this floor.
             floor = min(share[w.name] for w, _ in roomy)
@@ -163,7 +187,7 @@ class CacheAware:
             if sticky is not None and (best_hit is None or share[sticky.name] >= best_hit):
                 chosen = sticky
             else:
-                chosen = self._best(roomy, share, floor, sticky)
+                chosen = self._best(roomy, share, floor, sticky, now)
             if chosen is sticky:
                 reason = "session"
             elif pinned is not None and sticky is None:
@@ -175,7 +199,10 @@ class CacheAware:
             else:
                 reason = "prefix-miss" if total else "load"
         index.record(chosen.name, namespace, blocks, now)
+        self._bump(self._demand, chosen.name, now, self.cfg.demand_window_s)
         if session is not None:
+            if pinned != chosen.name:
+                self._bump(self._conversations, chosen.name, now, self.cfg.session_ttl_s)
             self._pin(session, chosen.name, now)
         return Choice(chosen, reason, share[chosen.name], matched[chosen.name])
 
@@ -194,6 +221,8 @@ class CacheAware:
         prefixes; sessions pinned to it are re-pinned on their next request."""
         self.index.forget(name)
         self._generation[name] = self._generation.get(name, 0) + 1
+        self._demand.pop(name, None)
+        self._conversations.pop(name, None)
 
     # -- helpers ------------------------------------------------------------------------
     def _namespace(self, req: RouteRequest) -> str:
@@ -207,18 +236,47 @@ class CacheAware:
         cfg = self.cfg
         return u - idlest > cfg.imbalance_abs and u > cfg.imbalance_rel * idlest
 
+    @staticmethod
+    def _decayed(table: Mapping[str, tuple[float, float]], name: str, now: float,
+                 window: float) -> float:
+        """A count in which each event weighs exp(-age / window)."""
+        entry = table.get(name)
+        if entry is None:
+            return 0.0
+        value, then = entry
+        return value * math.exp(-max(now - then, 0.0) / window)
+
+    def _bump(self, table: dict[str, tuple[float, float]], name: str, now: float,
+              window: float) -> None:
+        table[name] = (self._decayed(table, name, now, window) + 1.0, now)
+
+    def _fewest_conversations(self, roomy: list[tuple[Worker, float]],
+                              now: float) -> list[tuple[Worker, float]]:
+        """The roomy workers holding the fewest recently pinned conversations per slot
+        (within half a conversation)."""
+        ttl = self.cfg.session_ttl_s
+        per_slot = [(self._decayed(self._conversations, w.name, now, ttl)
+                     / (load.capacity(w) or 1), w, u) for w, u in roomy]
+        low = min(p for p, _, _ in per_slot)
+        return [(w, u) for p, w, u in per_slot if p <= low + 0.5 / (load.capacity(w) or 1)]
+
     def _best(self, roomy: list[tuple[Worker, float]], share: Mapping[str, float],
-              floor: float, sticky: Worker | None) -> Worker:
+              floor: float, sticky: Worker | None, now: float) -> Worker:
         """Highest score; ties: the session's worker, then the fewest cached blocks,
         then the RNG."""
-        threshold = self.cfg.hit_threshold
-        weight = self.cfg.load_weight
+        cfg = self.cfg
+        threshold = cfg.hit_threshold
+        window = cfg.demand_window_s
+        demand = [self._decayed(self._demand, w.name, now, window) / (load.capacity(w) or 1)
+                  for w, _ in roomy]
+        mean = sum(demand) / len(demand)
         best: list[Worker] = []
         best_key: tuple[float, bool, int] | None = None
-        for w, u in roomy:
+        for (w, u), d in zip(roomy, demand, strict=True):
             edge = share[w.name] - floor
-            key = ((edge if edge >= threshold else 0.0) - weight * u, w is sticky,
-                   -self.index.size(w.name))
+            score = (edge if edge >= threshold else 0.0) - cfg.load_weight * u
+            score -= cfg.demand_weight * (d - mean) / (mean + 1.0)
+            key = (score, w is sticky, -self.index.size(w.name))
             if best_key is None or key > best_key:
                 best, best_key = [w], key
             elif key == best_key:
@@ -277,6 +335,8 @@ def parse_cache_aware(raw: object, path: str) -> CacheAwareConfig:
         load_weight=s.number("load_weight", d.load_weight, exclusive_lo=False),
         imbalance_abs=s.number("imbalance_abs", d.imbalance_abs),
         imbalance_rel=s.number("imbalance_rel", d.imbalance_rel, lo=1.0, exclusive_lo=False),
+        demand_weight=s.number("demand_weight", d.demand_weight, exclusive_lo=False),
+        demand_window_s=s.number("demand_window_s", d.demand_window_s),
         sessions_max=s.integer("sessions_max", d.sessions_max, lo=0, hi=10_000_000),
         session_ttl_s=s.number("session_ttl_s", d.session_ttl_s),
         share_across_tenants=s.flag("share_across_tenants", d.share_across_tenants),

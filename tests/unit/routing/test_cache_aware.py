@@ -82,17 +82,59 @@ def test_a_shared_system_prompt_does_not_pull_conversations_together() -> None:
     system = conv(7, 30)
     for w in ws:
         p.index.record(w.name, "m\x1ft", system, now=0.0)
-    for cid in range(10, 20):  # a already holds many conversations
-        p.index.record("a", "m\x1ft", system + conv(cid, 5), now=0.0)
     a.in_flight = 1
     picks = []
-    for cid in range(4):  # new conversations: 30 of 32 blocks cached everywhere
+    for cid in range(2):  # new conversations: 30 of 32 blocks cached everywhere
         choice = choose(p, ws, req(system + conv(cid + 1, 2)))
         assert choice.reason == "prefix-hit" and choice.matched == 30 / 32
         picks.append(choice.worker)
         choice.worker.in_flight += 1
-    assert a not in picks
     assert set(picks) == {b, c}
+
+
+@pytest.mark.parametrize("sessions", [True, False])
+def test_new_conversations_do_not_pile_onto_the_first_holder_of_a_prefix(
+        sessions: bool) -> None:
+    # a cold start: only the first worker has the shared system prompt yet
+    clock = Clock()
+    p, ws = policy(clock=clock), fleet()
+    system = conv(7, 30)
+    placed: Counter[str] = Counter()
+    running: list[Worker] = []
+    for cid in range(12):
+        r = req(system + conv(cid + 1, 10), session=f"s{cid}" if sessions else None)
+        choice = choose(p, ws, r)
+        placed[choice.worker.name] += 1
+        choice.worker.in_flight += 1
+        running.append(choice.worker)
+        if len(running) > 2:  # first turns take a while: two of them run at any time
+            running.pop(0).in_flight -= 1
+        clock.t += 0.6
+    if sessions:  # new conversations go to the workers holding the fewest
+        assert placed == {"a": 4, "b": 4, "c": 4}
+    else:  # without session keys, recent demand evens it out
+        assert max(placed.values()) <= 5 and len(placed) == 3, placed
+
+
+def test_new_conversations_balance_by_conversations_per_slot() -> None:
+    clock = Clock()
+    p = policy(clock=clock)
+    big, small = worker("big", slots_total=4), worker("small", slots_total=2)
+    for i in range(12):
+        choose(p, [big, small], req(conv(i + 1, 5), session=f"s{i}"))
+        clock.t += 1
+    assert p._decayed(p._conversations, "big", clock.t, 1800) == pytest.approx(8, abs=0.1)
+    assert p._decayed(p._conversations, "small", clock.t, 1800) == pytest.approx(4, abs=0.1)
+
+
+def test_demand_spreads_conversations_when_load_data_lags() -> None:
+    # the in-flight counts never move (stale): recent demand still spreads the work
+    def spread(demand_weight: float) -> Counter[str]:
+        p, ws = policy(demand_weight=demand_weight), fleet()
+        return Counter(choose(p, ws, req()).worker.name for _ in range(30))
+
+    assert spread(0.5) == {"a": 10, "b": 10, "c": 10}
+    assert spread(0.0) != {"a": 10, "b": 10, "c": 10}  # the RNG alone
 
 
 def test_a_prefix_only_one_worker_has_yet_is_a_real_edge() -> None:
@@ -134,7 +176,7 @@ def test_full_worker_falls_back_to_least_loaded() -> None:
     for _ in range(20):
         choice = choose(p, ws, req(conv(1, 12)))
         assert (choice.worker, choice.reason) == (c, "load")
-        p.index.forget("c")
+        p.forget("c")
 
 
 def test_imbalance_falls_back_to_load() -> None:
@@ -292,10 +334,12 @@ def test_ties_are_broken_by_the_injected_rng() -> None:
 
 
 def test_no_prompt_is_routed_by_load_and_pick_is_least_loaded() -> None:
-    p, ws = policy(), fleet()
+    clock = Clock()
+    p, ws = policy(clock=clock), fleet()
     ws[0].in_flight = 2
     ws[1].in_flight = 1
     for _ in range(10):
+        clock.t += 600  # earlier requests are no longer recent demand
         choice = choose(p, ws, req())
         assert (choice.worker, choice.reason) == (ws[2], "load")
         assert p.pick(ws) is ws[2]
@@ -372,16 +416,19 @@ def test_parse() -> None:
     cfg = parse_cache_aware({"block_chars": 64, "max_blocks": 512, "hit_threshold": 0.5,
                              "load_weight": 0, "imbalance_abs": 0.25, "imbalance_rel": 1,
                              "sessions_max": 0, "session_ttl_s": 60, "prefix_ttl_s": 0,
-                             "entries_per_worker": 1000, "share_across_tenants": True}, "r")
+                             "entries_per_worker": 1000, "share_across_tenants": True,
+                             "demand_weight": 0, "demand_window_s": 30}, "r")
     assert cfg == CacheAwareConfig(block_chars=64, max_blocks=512, hit_threshold=0.5,
                                    load_weight=0.0, imbalance_abs=0.25, imbalance_rel=1.0,
                                    sessions_max=0, session_ttl_s=60.0, prefix_ttl_s=0.0,
-                                   entries_per_worker=1000, share_across_tenants=True)
+                                   entries_per_worker=1000, share_across_tenants=True,
+                                   demand_weight=0.0, demand_window_s=30.0)
     bad = [({"hit_threshold": 1.5}, r"routing\.cache_aware\.hit_threshold: must be <= 1"),
            ({"hit_threshold": 0}, r"routing\.cache_aware\.hit_threshold: must be > 0"),
            ({"block_chars": 8}, r"routing\.cache_aware\.block_chars: must be between 16"),
            ({"imbalance_rel": 0.5}, r"routing\.cache_aware\.imbalance_rel: must be >= 1"),
            ({"load_weight": -1}, r"routing\.cache_aware\.load_weight: must be >= 0"),
+           ({"demand_window_s": 0}, r"routing\.cache_aware\.demand_window_s: must be > 0"),
            ({"share_across_tenants": "yes"},
             r"routing\.cache_aware\.share_across_tenants: must be true or false"),
            ({"ttl": 1}, r"routing\.cache_aware\.ttl: unknown key"),
