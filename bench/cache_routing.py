@@ -28,8 +28,18 @@ the workers' own counts (``timings.cache_n`` / ``prompt_n`` of each answer's las
 else ``usage.prompt_tokens_details.cached_tokens``); TTFT p50/p99 (time to the first
 chunk with content); busiest/idlest worker by requests served (``X-Spokehub-Worker``).
 
+The workers keep llama.cpp's own host-memory prompt cache (--cache-ram, 8 GiB by default
+in this build). For this small model that holds every conversation of the bench on
+every worker, so even round robin reuses much of each prompt; --cache-ram MIB sizes it
+like a real deployment, where a worker's cache holds its share of the conversations
+(with an 8B model, 8 GiB is ~64k tokens: ~20 conversations of this size), not the fleet's.
+
+One round of the default policies takes about 6 minutes on a 2-core machine; --rounds N
+alternates the order and pools the results, so that machine noise hits all policies.
+
 Usage: python -m bench.cache_routing [--policies round_robin,least_loaded,cache_aware,
        direct:cache_aware] [--sessions 16] [--min-turns 6] [--max-turns 10] [--seed 1]
+       [--rounds 1] [--cache-ram MIB] [--csv FILE]
        (see --help for sizes, model and time limits)
 """
 
@@ -540,15 +550,15 @@ def report(rows: Sequence[Row]) -> None:
             print(f"  {what:<36} {value:>7}  {'met' if met else 'NOT met'}")
 
 
-def write_csv(path: Path, rows: Sequence[Row]) -> None:
+def write_csv(path: Path, runs: Sequence[tuple[int, Row]]) -> None:
     with path.open("w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["policy", "session", "turn", "worker", "ok", "ttft_ms", "prompt_n",
-                      "cache_n", "reason", "error"])
-        for row in rows:
+        out.writerow(["round", "policy", "session", "turn", "worker", "ok", "ttft_ms",
+                      "prompt_n", "cache_n", "reason", "error"])
+        for rnd, row in runs:
             for r in row.results:
                 ttft = "" if r.ttft_s is None else f"{r.ttft_s * 1000:.1f}"
-                out.writerow([row.label, r.session, r.turn, r.worker, int(r.ok), ttft,
+                out.writerow([rnd, row.label, r.session, r.turn, r.worker, int(r.ok), ttft,
                               r.prompt_n, r.cache_n, r.reason, r.error])
 
 
@@ -568,8 +578,8 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=16)
     ap.add_argument("--min-turns", type=int, default=6)
     ap.add_argument("--max-turns", type=int, default=10)
-    ap.add_argument("--system-chars", type=int, default=2000)
-    ap.add_argument("--user-chars", type=int, nargs=2, default=[300, 900],
+    ap.add_argument("--system-chars", type=int, default=3000)
+    ap.add_argument("--user-chars", type=int, nargs=2, default=[600, 1500],
                     metavar=("MIN", "MAX"))
     ap.add_argument("--max-tokens", type=int, default=32, help="tokens per answer")
     ap.add_argument("--think", type=float, nargs=2, default=[4.0, 12.0],
@@ -577,6 +587,8 @@ def main() -> None:
     ap.add_argument("--stagger", type=float, default=10.0,
                     help="sessions start within this many seconds")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs per policy, in alternating order; results pooled")
     ap.add_argument("--run-limit-s", type=float, default=150.0,
                     help="per policy: no new turns after this long")
     ap.add_argument("--request-timeout-s", type=float, default=120.0)
@@ -592,6 +604,7 @@ def main() -> None:
             and 0 <= args.system_chars <= 20_000 and 1 <= args.user_chars[0]
             <= args.user_chars[1] <= 5000 and 0 <= args.think[0] <= args.think[1] <= 60
             and 10 <= args.run_limit_s <= 1800 and 64 <= args.n_embd <= 2048
+            and 1 <= args.rounds <= 10
             and 1 <= args.n_layer <= 16 and 1024 <= args.ctx <= 262_144
             and (args.cache_ram is None or 0 <= args.cache_ram <= 65_536)):
         ap.error("keep it bounded (see --help for the defaults)")
@@ -618,15 +631,34 @@ def main() -> None:
               f"{args.user_chars[1]} chars, {args.max_tokens} tokens per answer, "
               f"pauses {args.think[0]:g}-{args.think[1]:g} s; longest history "
               f"~{longest} chars of user text and system prompt")
-        rows = []
-        for spec in policies:
-            row = run_policy(spec, args, model, workdir, system=system, sessions=sessions)
-            print(f"  {row.label}: " + (row.note or f"{len(row.results)} requests in "
-                                                    f"{row.wall_s:.0f} s"), flush=True)
-            rows.append(row)
-        report(rows)
+        runs: list[tuple[int, Row]] = []
+        unavailable: set[str] = set()
+        for rnd in range(args.rounds):
+            # alternate the order, so that machine noise over time hits every policy
+            for spec in policies if rnd % 2 == 0 else policies[::-1]:
+                if spec in unavailable:
+                    continue
+                row = run_policy(spec, args, model, workdir, system=system,
+                                 sessions=sessions)
+                if row.note:
+                    unavailable.add(spec)
+                s = summarise(row)
+                line = row.note or (f"{len(row.results)} requests in {row.wall_s:.0f} s" + (
+                    "" if s is None else f", cached {s.cached:.1%}, TTFT p50 "
+                    f"{s.p50_ms:.0f} ms p99 {s.p99_ms:.0f} ms, busiest/idlest {s.spread:.2f}"))
+                print(f"  round {rnd + 1} {row.label}: {line}", flush=True)
+                runs.append((rnd + 1, row))
+        pooled: dict[str, Row] = {}
+        for _, row in runs:
+            into = pooled.setdefault(row.label, Row(row.label, [], 0.0, row.workers,
+                                                    row.note))
+            into.results.extend(row.results)
+            into.wall_s += row.wall_s
+        if args.rounds > 1:
+            print(f"\nall {args.rounds} rounds pooled:")
+        report(list(pooled.values()))
         if args.csv is not None:
-            write_csv(args.csv, rows)
+            write_csv(args.csv, runs)
     finally:
         if args.keep_logs is not None:
             args.keep_logs.mkdir(parents=True, exist_ok=True)
