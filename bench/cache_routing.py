@@ -4,8 +4,11 @@ by routing policy.
 
 Fleet: --workers real llama-servers (default 3), each with -np --slots (2) and -t 1,
 serving a generated model wide enough that reading a long prompt shows in the time to
-first token (scripts/tinymodel.py: --n-embd, --n-layer). The model's prompt speed is
-measured and printed first.
+first token (scripts/tinymodel.py: --n-embd, --n-layer). The default, 512 wide with 2
+layers (153 MB), reads a cold 1.5k-token prompt at about 3,700 tokens/s with -t 1 (vs
+~6,000 for 256 wide, ~1,400 for 512 wide with 4 layers), and the same prompt again in
+~11 ms: slow enough that a re-read history shows, fast enough for a 6-minute run. The
+model's prompt speed is measured and printed first.
 
 Workload (the same for every policy, from --seed): --sessions conversations (16) of
 --min-turns..--max-turns turns (6..10). Each starts with one system prompt shared by all

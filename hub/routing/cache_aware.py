@@ -73,7 +73,9 @@ whether another tenant's prompt is cached. This policy never sets llama.cpp's
 prompt cache do the rest inside the worker.
 
 Cost per request: one lookup per matched block per candidate, then one insertion per
-block on the chosen worker; no scan of the index or the session table.
+block on the chosen worker; no scan of the index or the session table. Measured with
+bench/prompt_key.py (busy 2-core machine): 22 us over 3 workers and 54 us over 16 for
+a 1.3 KB chat, 49 and 75 us for a 20 KB one, recording included.
 """
 
 from __future__ import annotations
