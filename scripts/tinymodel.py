@@ -6,6 +6,10 @@ the weight tensors are random. The model talks gibberish, fast: the hub does not
 care what the tokens say. A chat template is added so /v1/chat/completions works.
 
 Usage: tinymodel.py --vocab ggml-vocab-llama-spm.gguf --out tiny.gguf [--seed N] [--name NAME]
+                    [--n-embd 64] [--n-layer 2] [--n-head 4] [--n-ff 128] [--n-ctx 32768]
+
+Wider and deeper models (--n-embd, --n-layer) process prompts more slowly on CPU, for
+benchmarks where re-reading a long prompt must show in the time to first token.
 """
 
 from __future__ import annotations
@@ -95,12 +99,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="tiny")
+    ap.add_argument("--n-embd", type=int, default=64, help="model width (default 64)")
+    ap.add_argument("--n-layer", type=int, default=2, help="transformer blocks (default 2)")
+    ap.add_argument("--n-head", type=int, default=4, help="attention heads (default 4)")
+    ap.add_argument("--n-ff", type=int, default=0,
+                    help="feed-forward width (default: 2 x --n-embd)")
+    ap.add_argument("--n-ctx", type=int, default=32768, help="trained context (default 32768)")
     args = ap.parse_args(argv)
+    if not (16 <= args.n_embd <= 4096 and 1 <= args.n_layer <= 64 and args.n_head >= 1
+            and args.n_embd % args.n_head == 0 and 0 <= args.n_ff <= 16384
+            and 256 <= args.n_ctx <= 1 << 20):
+        ap.error("need 16 <= n-embd <= 4096 divisible by n-head, 1 <= n-layer <= 64, "
+                 "n-ff <= 16384, 256 <= n-ctx <= 1M")
     if args.out.exists():
         print(args.out)
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_model(args.vocab, args.out, seed=args.seed, name=args.name)
+    write_model(args.vocab, args.out, seed=args.seed, name=args.name, n_embd=args.n_embd,
+                n_layer=args.n_layer, n_head=args.n_head, n_ff=args.n_ff or 2 * args.n_embd,
+                n_ctx=args.n_ctx)
     print(args.out)
     return 0
 
