@@ -35,7 +35,9 @@ def _inference(route: str) -> Handler:
         hub = request.app[HUB]
         config = hub.config
         loop = asyncio.get_running_loop()
-        call = Call(request_id=_request_id(request), route=route, started=loop.time())
+        trace = hub.tracer.start(request.headers)  # W3C traceparent in, the hub's span
+        call = Call(request_id=_request_id(request), route=route, started=loop.time(),
+                    trace=trace)
         try:
             principal = hub.authorize(request.headers.get("Authorization"), "infer")
             call.tenant = principal.tenant
@@ -55,6 +57,7 @@ def _inference(route: str) -> Handler:
                 payload = capped or payload
                 body = with_model(payload, call.model)
             call.body = body
+            call.queued_at = loop.time()
             if not limits.unlimited:
                 await admission.admit(principal.tenant, requested_tokens(payload))
             response = await hub.proxy.forward(request, call)
@@ -64,6 +67,7 @@ def _inference(route: str) -> Handler:
         except HubError as exc:
             call.status = exc.status
             call.error = exc.code
+            exc.headers["X-Trace-Id"] = trace.trace_id
             raise
         except asyncio.CancelledError:
             call.status = 499
@@ -73,6 +77,7 @@ def _inference(route: str) -> Handler:
             seconds = loop.time() - call.started
             hub.metrics.observe(call, seconds)
             log_call(call, seconds)
+            hub.tracer.finish(call, seconds)
 
     return handler
 

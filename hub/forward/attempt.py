@@ -39,6 +39,7 @@ from hub.forward.relay import (
     relay_events,
 )
 from hub.forward.sse import ending_for
+from hub.observe.usage import StreamTap, read_usage
 from hub.resilience.report import AttemptOutcome, AttemptReport
 from hub.upstream import Pool, Response, UpstreamConnectFailed, UpstreamTransportError
 
@@ -86,6 +87,11 @@ class Attempt:
         call, spec = self.call, self.worker.spec
         backend = backend_for(spec.kind)
         headers = {"Content-Type": "application/json", "X-Request-ID": call.request_id}
+        trace = call.trace
+        if trace is not None:  # the hub's span is the worker's parent
+            headers["traceparent"] = trace.traceparent
+            if trace.state:
+                headers["tracestate"] = trace.state
         headers.update(backend.request_headers(spec))
         translator = self.translator = backend.translator(spec, call.route)
         if translator is None:
@@ -100,6 +106,8 @@ class Attempt:
         url, headers, body = self._request()
         t = self.timeouts
         self.started = asyncio.get_running_loop().time()
+        if not self.call.sent_at:
+            self.call.sent_at = self.started  # waiting in the hub ends here
         try:
             with self.worker.in_flight_slot():
                 async with Deadline(t.first_byte_s, t.total_s) as deadline:
@@ -145,7 +153,7 @@ class Attempt:
         """Read the whole answer (translated if need be) and pass it on with its status."""
         call = self.call
         call.ttft_s = self.headers_s  # a non-stream answer's first byte: its headers
-        answer = await up.read()
+        answer = raw = await up.read()
         content_type = up.header("Content-Type", "application/json")
         if self.translator is not None:
             try:
@@ -156,10 +164,23 @@ class Attempt:
                     accepted=True) from None
             content_type = "application/json"
         self.report.report(AttemptOutcome.for_status(up.status), ttfb_s=call.ttft_s)
-        return web.Response(status=up.status, body=answer, headers={
-            "Content-Type": content_type,
-            "X-Request-ID": call.request_id,
-            "X-Spokehub-Worker": self.worker.name})
+        if up.status == 200:
+            self._account_whole(raw)
+        headers = {"Content-Type": content_type, "X-Request-ID": call.request_id,
+                   "X-Spokehub-Worker": self.worker.name}
+        if call.trace is not None:
+            headers["X-Trace-Id"] = call.trace.trace_id
+        return web.Response(status=up.status, body=answer, headers=headers)
+
+    def _account_whole(self, raw: bytes) -> None:
+        """Token counts of a whole answer (the worker's own bytes, before translation),
+        and its first token's time: the end less the worker's generation time."""
+        call = self.call
+        call.answered = True
+        usage = call.usage = read_usage(raw)
+        if usage is not None and usage.gen_s is not None:
+            done = asyncio.get_running_loop().time()
+            call.first_token_at = max(self.started, done - usage.gen_s)
 
     async def answer_stream(self, request: web.Request, up: Response,
                             deadline: Deadline) -> web.StreamResponse:
@@ -170,18 +191,27 @@ class Attempt:
         if self.translator is not None:
             content = TranslatedStream(up, self.translator.stream())
         first = await first_events(content)
-        call.ttft_s = asyncio.get_running_loop().time() - self.started
+        now = asyncio.get_running_loop().time()
+        call.ttft_s = now - self.started
+        call.first_token_at = now
+        tap = call.tap = StreamTap(now)
         self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
         deadline.set_phase("next chunk", self.timeouts.idle_s)
-        out = self.out = web.StreamResponse(status=200, headers={
-            "Content-Type": "text/event-stream" if self.translator else
-            up.header("Content-Type", "text/event-stream"),
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "X-Request-ID": call.request_id,
-            "X-Spokehub-Worker": self.worker.name})
+        headers = {"Content-Type": "text/event-stream" if self.translator else
+                   up.header("Content-Type", "text/event-stream"),
+                   "Cache-Control": "no-cache",
+                   "X-Accel-Buffering": "no",
+                   "X-Request-ID": call.request_id,
+                   "X-Spokehub-Worker": self.worker.name}
+        if call.trace is not None:
+            headers["X-Trace-Id"] = call.trace.trace_id
+        out = self.out = web.StreamResponse(status=200, headers=headers)
         await out.prepare(request)
-        await relay_events(content, out, first, deadline, ending=ending_for(call.route))
+        await relay_events(content, out, first, deadline, ending=ending_for(call.route),
+                           tap=tap)
+        call.answered = True  # the worker's final event went out: read its counts once
+        call.usage = tap.usage(content.raw_tail()
+                               if isinstance(content, TranslatedStream) else b"")
         await out.write_eof()
         return out
 
