@@ -70,8 +70,11 @@ def _inference(route: str) -> Handler:
             exc.headers["X-Trace-Id"] = trace.trace_id
             raise
         except asyncio.CancelledError:
-            call.status = 499
-            call.error = "client_disconnected"
+            if not call.answered:
+                call.status = 499
+                call.error = "client_disconnected"
+            elif not call.status:  # it left after its whole answer: no early disconnect
+                call.status = 200
             raise
         finally:
             seconds = loop.time() - call.started

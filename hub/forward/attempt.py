@@ -128,7 +128,7 @@ class Attempt:
                 await _drain(up)
                 return out
         except asyncio.CancelledError:
-            if self.stopping() and self.out is not None:
+            if self.stopping() and self.out is not None and not self.call.answered:
                 self.call.error = ShuttingDown.code
                 self._release()
                 await end_with_error(self.out, ShuttingDown("The hub is shutting down"))
