@@ -67,6 +67,7 @@ def _inference(route: str) -> Handler:
         except HubError as exc:
             call.status = exc.status
             call.error = exc.code
+            exc.headers["X-Request-ID"] = call.request_id  # errors are traceable too
             exc.headers["X-Trace-Id"] = trace.trace_id
             raise
         except asyncio.CancelledError:
