@@ -229,8 +229,8 @@ function breakerParts(breaker) {
 // -- rendering -----------------------------------------------------------------------
 
 const FIELDS = ["kind", "source", "health", "rotation", "breaker", "models", "slots", "vram",
-  "inflight", "latency", "tokens", "cache"];
-const NUMERIC = new Set(["slots", "vram", "inflight", "latency", "tokens", "cache"]);
+  "inflight", "latency", "tokens"];
+const NUMERIC = new Set(["slots", "vram", "inflight", "latency", "tokens"]);
 
 function makeRow() {
   const tr = document.createElement("tr");
@@ -266,11 +266,14 @@ function outOfRotation(w) {
   return null;
 }
 
+// Completion tokens/s over the last minute, prompt tokens/s under it, and the share
+// of prompt tokens the worker's prompt cache served over 15 minutes (if it says).
 function tokenParts(stats) {
   if (!stats) return [NA];
   const parts = rate(stats.completion_tokens_per_s);
-  if (isNum(stats.prompt_tokens_per_s) && stats.prompt_tokens_per_s > 0) {
-    parts.push([`prompt ${rate(stats.prompt_tokens_per_s)[0][0]}/s`, "detail"]);
+  parts.push([`prompt ${rate(stats.prompt_tokens_per_s)[0][0]}/s`, "detail"]);
+  if (isNum(stats.cached_prompt_ratio)) {
+    parts.push([`${percent(stats.cached_prompt_ratio)} cached`, "detail cached"]);
   }
   return parts;
 }
@@ -312,7 +315,6 @@ function updateRow(row, w, stats) {
   fill(c.inflight, [[isNum(w.in_flight) ? String(w.in_flight) : "?"]]);
   fill(c.latency, latency(w.ewma_latency_ms));
   fill(c.tokens, tokenParts(stats));
-  fill(c.cache, cacheParts(stats));
   const verb = w.draining ? "Undrain" : "Drain";
   fill(row.button, [[verb], [` worker ${name}`, "visually-hidden"]]);
   row.button.classList.toggle("danger", !w.draining);
@@ -320,7 +322,7 @@ function updateRow(row, w, stats) {
 
 function renderTokenTotals(timeline) {
   const hub = timeline && timeline.hub;
-  fill(ui.tokens, hub ? tokenParts(hub) : [NA]);
+  fill(ui.tokens, hub ? tokenParts(hub).filter(([, cls]) => cls !== "detail cached") : [NA]);
   fill(ui.cache, hub ? cacheParts(hub) : [NA]);
 }
 
