@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -158,6 +159,8 @@ def main() -> None:
     print(f"tracing off, finish: {best_ns(lambda: off.finish(call, 1.0), 50000, rounds) / us:.3f} us")  # noqa: E501
 
     if otel_installed():
+        # The SDK drops spans when its queue (2048) is full, and says so each time.
+        logging.getLogger("opentelemetry").setLevel(logging.ERROR)
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         on = Tracer(TracingConfig(
