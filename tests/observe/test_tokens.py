@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hub.config.kit import ConfigError
 from hub.config.schema import parse_config
 from hub.forward.call import Call
+from hub.observe import settings as observe_settings
 from hub.observe.settings import MetricsConfig
 from hub.observe.tokens import TTFT_BUCKETS, Hist, TokenMetrics
 from hub.observe.usage import StreamTap, Usage
@@ -144,3 +145,11 @@ def test_config_sections() -> None:
                      ({"tracing": {"endpoint": "http://x"}}, "tracing.endpoint")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             parse_config(bad)
+
+
+def test_export_without_the_otel_extra_is_a_config_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(observe_settings, "otel_installed", lambda: False)
+    with pytest.raises(ConfigError, match=r"tracing\.otlp_endpoint: .*spokehub\[otel\]"):
+        parse_config({"tracing": {"otlp_endpoint": "http://127.0.0.1:4318/v1/traces"}})
+    assert parse_config({"tracing": {"sample_ratio": 0.1}}).tracing.otlp_endpoint is None
