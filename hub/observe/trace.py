@@ -13,13 +13,14 @@ may carry more fields after a dash, version ``ff`` is invalid. An invalid or abs
 spec forbids reading tracestate without a valid traceparent); an invalid
 ``tracestate`` alone is dropped. Never an error for the client.
 
-Ids come from :func:`random.getrandbits` (Mersenne Twister): unique and random enough
-for tracing, and a tenth of the cost of ``os.urandom``. Nothing here depends on the
-optional OTLP export (:mod:`hub.observe.otlp`).
+New ids come from ``os.urandom`` (about 0.45 µs each here, the same as formatting
+``random.getrandbits``), so they are unpredictable as well as unique. Nothing here
+depends on the optional OTLP export (:mod:`hub.observe.otlp`).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Mapping
@@ -42,21 +43,21 @@ _TS_MEMBER = re.compile(rf"{_TS_KEY}={_TS_VALUE}", re.ASCII)
 MAX_TRACESTATE_MEMBERS = 32
 MAX_TRACESTATE_LEN = 512  # what the spec asks vendors to propagate at least
 SAMPLED = 0x01
-_getrandbits = random.getrandbits
+_urandom = os.urandom
 
 
 def new_trace_id() -> str:
     while True:
-        value = _getrandbits(128)
-        if value:
-            return f"{value:032x}"
+        value = _urandom(16).hex()
+        if value != _ZERO_TRACE:
+            return value
 
 
 def new_span_id() -> str:
     while True:
-        value = _getrandbits(64)
-        if value:
-            return f"{value:016x}"
+        value = _urandom(8).hex()
+        if value != _ZERO_SPAN:
+            return value
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str, int] | None:
