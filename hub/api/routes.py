@@ -41,7 +41,9 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
         hub = request.app[HUB]
         config = hub.config
         loop = asyncio.get_running_loop()
-        call = Call(request_id=_request_id(request), route=route, started=loop.time())
+        trace = hub.tracer.start(request.headers)  # W3C traceparent in, the hub's span
+        call = Call(request_id=_request_id(request), route=route, started=loop.time(),
+                    trace=trace)
         try:
             principal = hub.authorize(surface.credentials(request), "infer")
             call.tenant = principal.tenant
@@ -62,6 +64,7 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
                 body = surface.encode(payload, call.model, body)
             call.body = body
             call.content_type = surface.content_type(request)
+            call.queued_at = loop.time()
             if not limits.unlimited:
                 await admission.admit(principal.tenant,
                                       surface.requested_tokens(route, payload))
@@ -72,15 +75,21 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
         except HubError as exc:
             call.status = exc.status
             call.error = exc.code
+            exc.headers["X-Request-ID"] = call.request_id  # errors are traceable too
+            exc.headers["X-Trace-Id"] = trace.trace_id
             raise
         except asyncio.CancelledError:
-            call.status = 499
-            call.error = "client_disconnected"
+            if not call.answered:
+                call.status = 499
+                call.error = "client_disconnected"
+            elif not call.status:  # it left after its whole answer: no early disconnect
+                call.status = 200
             raise
         finally:
             seconds = loop.time() - call.started
             hub.metrics.observe(call, seconds)
             log_call(call, seconds)
+            hub.tracer.finish(call, seconds)
 
     return handler
 

@@ -1,10 +1,14 @@
-"""The operator status page: ``GET /status`` (``/`` redirects there) and its static files.
+"""The operator status page: ``GET /status`` (``/`` redirects there), its static files,
+and ``GET /admin/timeline`` (admin scope), the last 15 minutes of traffic it plots.
 
 The page is plain HTML, CSS and JavaScript from ``hub/static`` with no build step
 and nothing loaded from elsewhere, so it works on air-gapped hosts. It is served
 without a token: it holds no data. Its script reads ``GET /admin/workers`` and
-calls drain / undrain with an admin token the operator types in, which the page
-keeps in ``sessionStorage`` and sends as ``Authorization: Bearer``.
+``GET /admin/timeline`` (requests, errors by kind, time to first token and tokens per
+10-second bucket, and per worker token rates and prompt cache hits; see
+``hub.observe.timeline``), draws the charts as inline SVG, and calls drain / undrain
+with an admin token the operator types in, which the page keeps in ``sessionStorage``
+and sends as ``Authorization: Bearer``.
 
 Every response carries ``Content-Security-Policy: default-src 'self'`` (plus
 directives that forbid framing and ``<base>`` tricks), so the page runs only
@@ -18,6 +22,7 @@ the current hash is cached for a year as immutable, any other is ``no-cache``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +30,7 @@ from importlib import resources
 from aiohttp import web
 
 from hub.errors import NotFound
+from hub.runtime.keys import HUB
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 SECURITY_HEADERS = {
@@ -101,3 +107,13 @@ def add_status_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
     app.router.add_get("/status", status_page)
     app.router.add_get("/static/{name}", static_file)
+    app.router.add_get("/admin/timeline", timeline)
+
+
+async def timeline(request: web.Request) -> web.Response:
+    """The status page's charts: the hub's last 15 minutes (admin scope)."""
+    hub = request.app[HUB]
+    hub.authorize(request.headers.get("Authorization"), "admin")
+    now = asyncio.get_running_loop().time()
+    return web.json_response(hub.metrics.timeline.snapshot(now),
+                             headers={"Cache-Control": "no-store"})

@@ -15,6 +15,7 @@ from hub.auth.config import AuthConfig, parse_auth
 from hub.config.kit import ConfigError, Section, read_yaml
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
 from hub.fleet.agent_policy import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
+from hub.observe.settings import MetricsConfig, TracingConfig, parse_metrics, parse_tracing
 from hub.resilience.breaker import BreakerConfig, parse_breaker
 from hub.resilience.outlier import OutlierConfig, parse_outlier
 from hub.resilience.retry_budget import RetryBudgetConfig, parse_retry_budget
@@ -122,6 +123,8 @@ class Config:
     aliases: Mapping[str, str] = field(default_factory=dict)
     agents: Agents = field(default_factory=Agents)
     resilience: Resilience = field(default_factory=Resilience)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     workers: tuple[WorkerSpec, ...] = ()
     log_level: str = "info"
     shutdown_grace_s: float = 30.0
@@ -226,6 +229,8 @@ def parse_config(raw: object) -> Config:
         aliases=aliases,
         agents=_agents(root.section("agents"), auth.enabled),
         resilience=_resilience(root.section("resilience")),
+        metrics=parse_metrics(root.get("metrics")),
+        tracing=parse_tracing(root.get("tracing")),
         workers=tuple(workers),
         log_level=root.text("log_level", "info",
                             choices=("debug", "info", "warning", "error")),

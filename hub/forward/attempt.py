@@ -33,6 +33,7 @@ from hub.forward.call import Call
 from hub.forward.deadline import Deadline
 from hub.forward.relay import ByteSource, ClientGone, TranslatedStream
 from hub.forward.wire import wire_for
+from hub.observe.usage import StreamTap, read_usage
 from hub.resilience.report import AttemptOutcome, AttemptReport
 from hub.upstream import (
     Pool,
@@ -86,6 +87,11 @@ class Attempt:
         call, spec = self.call, self.worker.spec
         backend = backend_for(spec.kind)
         headers = {"Content-Type": call.content_type, "X-Request-ID": call.request_id}
+        trace = call.trace
+        if trace is not None:  # the hub's span is the worker's parent
+            headers["traceparent"] = trace.traceparent
+            if trace.state:
+                headers["tracestate"] = trace.state
         headers.update(backend.request_headers(spec))
         translator = self.translator = backend.translator(spec, call.route)
         if translator is None:
@@ -101,6 +107,8 @@ class Attempt:
         url, headers, body = self._request()
         t = self.timeouts
         self.started = asyncio.get_running_loop().time()
+        if not self.call.sent_at:
+            self.call.sent_at = self.started  # waiting in the hub ends here
         try:
             with self.worker.in_flight_slot():
                 async with Deadline(t.first_byte_s, t.total_s) as deadline:
@@ -122,7 +130,7 @@ class Attempt:
                 await _drain(up)
                 return out
         except asyncio.CancelledError:
-            if self.stopping() and self.out is not None:
+            if self.stopping() and self.out is not None and not self.call.answered:
                 self.call.error = ShuttingDown.code
                 self._release()
                 await wire_for(self.call.route).end_with_error(
@@ -158,7 +166,7 @@ class Attempt:
         call = self.call
         call.ttft_s = self.headers_s  # a non-stream answer's first byte: its headers
         try:
-            answer = await up.read()  # up to limits.max_upstream_body_bytes
+            answer = raw = await up.read()  # up to limits.max_upstream_body_bytes
         except UpstreamBodyTooLarge as exc:
             # The worker did its job; another would answer as much. Not a failover.
             self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
@@ -175,10 +183,23 @@ class Attempt:
                     accepted=True) from None
             content_type = "application/json"
         self.report.report(AttemptOutcome.for_status(up.status), ttfb_s=call.ttft_s)
-        return web.Response(status=up.status, body=answer, headers={
-            "Content-Type": content_type,
-            "X-Request-ID": call.request_id,
-            "X-Spokehub-Worker": self.worker.name})
+        if up.status == 200:
+            self._account_whole(raw)
+        headers = {"Content-Type": content_type, "X-Request-ID": call.request_id,
+                   "X-Spokehub-Worker": self.worker.name}
+        if call.trace is not None:
+            headers["X-Trace-Id"] = call.trace.trace_id
+        return web.Response(status=up.status, body=answer, headers=headers)
+
+    def _account_whole(self, raw: bytes) -> None:
+        """Token counts of a whole answer (the worker's own bytes, before translation),
+        and its first token's time: the end less the worker's generation time."""
+        call = self.call
+        call.answered = True
+        usage = call.usage = read_usage(raw)
+        if usage is not None and usage.gen_s is not None:
+            done = asyncio.get_running_loop().time()
+            call.first_token_at = max(self.started, done - usage.gen_s)
 
     async def answer_stream(self, request: web.Request, up: Response,
                             deadline: Deadline) -> web.StreamResponse:
@@ -190,18 +211,26 @@ class Attempt:
             content = TranslatedStream(up, self.translator.stream())
         wire = wire_for(call.route)
         first = await wire.first(content)
-        call.ttft_s = asyncio.get_running_loop().time() - self.started
+        now = asyncio.get_running_loop().time()
+        call.ttft_s = now - self.started
+        call.first_token_at = now
+        tap = call.tap = StreamTap(now)
         self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
         deadline.set_phase("next chunk", self.timeouts.idle_s)
-        out = self.out = web.StreamResponse(status=200, headers={
-            "Content-Type": wire.content_type if self.translator else
-            up.header("Content-Type", "text/event-stream"),
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "X-Request-ID": call.request_id,
-            "X-Spokehub-Worker": self.worker.name})
+        headers = {"Content-Type": wire.content_type if self.translator else
+                   up.header("Content-Type", "text/event-stream"),
+                   "Cache-Control": "no-cache",
+                   "X-Accel-Buffering": "no",
+                   "X-Request-ID": call.request_id,
+                   "X-Spokehub-Worker": self.worker.name}
+        if call.trace is not None:
+            headers["X-Trace-Id"] = call.trace.trace_id
+        out = self.out = web.StreamResponse(status=200, headers=headers)
         await out.prepare(request)
-        await wire.relay(content, out, first, deadline)
+        await wire.relay(content, out, first, deadline, tap=tap)
+        call.answered = True  # the worker's final event went out: read its counts once
+        call.usage = tap.usage(content.raw_tail()
+                               if isinstance(content, TranslatedStream) else b"")
         await out.write_eof()
         return out
 

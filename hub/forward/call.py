@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hub.observe.trace import Trace
+    from hub.observe.usage import StreamTap, Usage
 
 
 @dataclass(slots=True)
@@ -20,3 +25,12 @@ class Call:
     error: str | None = None  # error code, e.g. "upstream_timeout"
     ttft_s: float | None = None
     started: float = 0.0
+    # -- accounting (hub.observe); loop times like ``started`` ----------------------
+    trace: Trace | None = None  # W3C trace context: the hub's span of this request
+    queued_at: float = 0.0  # parsed and checked: waiting (admission, capacity) starts
+    sent_at: float = 0.0  # the first attempt went out to a worker: waiting ended
+    first_token_at: float | None = None  # first token to the client (estimated for a
+                                         # non-stream answer from the worker's timings)
+    answered: bool = False  # a whole 200 answer went to the client
+    usage: Usage | None = None  # token counts the worker reported (None: it did not)
+    tap: StreamTap | None = None  # a relayed stream's last events and inter-token gaps

@@ -14,7 +14,7 @@ pauses while a write waits for a slow client.
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -24,6 +24,9 @@ from hub.errors import HubError, UpstreamError
 from hub.forward.deadline import Deadline
 from hub.forward.sse import OPENAI_DONE, Ending, EventSplitter, EventTooLarge, has_data
 from hub.upstream.errors import UpstreamBodyError
+
+if TYPE_CHECKING:
+    from hub.observe.usage import StreamTap
 
 DONE = b"data: [DONE]\n\n"
 MAX_EVENT = 256 * 1024  # the largest event the relay holds; a larger one ends the stream
@@ -65,13 +68,15 @@ async def first_events(content: ByteSource, max_event: int = MAX_EVENT) -> bytes
 
 async def relay_events(content: ByteSource, out: web.StreamResponse, first: bytes,
                        deadline: Deadline, *, ending: Ending = OPENAI_DONE,
-                       max_event: int = MAX_EVENT) -> None:
+                       max_event: int = MAX_EVENT, tap: StreamTap | None = None) -> None:
     """Copy whole events to the client, up to and including the stream's final event.
 
     ``first`` holds the bytes already read from ``content``. Returns once the final
     event is written; nothing after it is relayed. Raises StreamCut if the body ends
     before it, EventTooLarge for an oversized event, the source's own error
     (``UpstreamTransportError``) if it breaks, and ClientGone if the client leaves.
+    ``tap`` sees each batch of events written and its time (the deadline's, already
+    taken), for token accounting at the end; it parses nothing.
     """
     splitter = EventSplitter(max_event)
     final = ending.quick
@@ -87,6 +92,8 @@ async def relay_events(content: ByteSource, out: web.StreamResponse, first: byte
                 raise ClientGone() from exc
             finally:
                 deadline.resume()  # and the worker's idle time starts again from here
+            if tap is not None:
+                tap.seen(events, deadline.last)
             if end >= 0:
                 return
         else:
@@ -119,6 +126,11 @@ class TranslatedStream:
         self.translator = translator
         self._eof = False
         self._error: str | None = None
+        self._prev = self._last = b""  # the worker's own last bytes, for token counts
+
+    def raw_tail(self) -> bytes:
+        """The last two chunks the worker sent, before translation."""
+        return self._prev + self._last
 
     async def readany(self) -> bytes:
         while True:
@@ -129,6 +141,7 @@ class TranslatedStream:
             chunk = await self.content.readany()
             try:
                 if chunk:
+                    self._prev, self._last = self._last, chunk
                     out = self.translator.feed(chunk)
                 else:
                     self._eof = True

@@ -22,6 +22,7 @@ from hub.errors import HubError
 from hub.forward.deadline import Deadline
 from hub.forward.relay import ByteSource, ClientGone, StreamCut, first_events, relay_events
 from hub.forward.sse import ending_for
+from hub.observe.usage import StreamTap
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,12 @@ class Wire:
         return chunk
 
     async def relay(self, content: ByteSource, out: web.StreamResponse, first: bytes,
-                    deadline: Deadline) -> None:
+                    deadline: Deadline, *, tap: StreamTap | None = None) -> None:
+        """Copy the stream to the client up to its end; ``tap`` sees each batch written
+        (for token accounting at the end, see :class:`hub.observe.usage.StreamTap`)."""
         if not self.ndjson:
-            await relay_events(content, out, first, deadline, ending=ending_for(self.route))
+            await relay_events(content, out, first, deadline, ending=ending_for(self.route),
+                               tap=tap)
             return
         chunk = first
         while chunk:
@@ -54,6 +58,8 @@ class Wire:
                 raise ClientGone() from exc
             finally:
                 deadline.resume()
+            if tap is not None:
+                tap.seen(chunk, deadline.last)
             chunk = await content.readany()
 
     async def end_with_error(self, out: web.StreamResponse, error: HubError) -> None:

@@ -65,11 +65,14 @@ def log_call(call: Call, seconds: float) -> None:
     The request log is the hot path's only I/O besides the proxying itself, so it
     skips LogRecord machinery (about a quarter of the hub's per-request CPU with
     it); it still obeys the ``spokehub.request`` logger's level and handlers'
-    stream. Never logs prompt text.
+    stream. Never logs prompt text: token counts only, as the worker reported them
+    (null when it did not, or the request got no whole answer).
     """
     if not _request_log.isEnabledFor(logging.INFO):
         return
     ttft = call.ttft_s
+    usage = call.usage
+    trace = call.trace
     line = _dumps({
         "ts": round(time.time(), 3),
         "level": "info",
@@ -86,6 +89,10 @@ def log_call(call: Call, seconds: float) -> None:
         "error": call.error,
         "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
         "latency_ms": round(seconds * 1000, 2),
+        "prompt_tokens": None if usage is None else usage.prompt_tokens,
+        "completion_tokens": None if usage is None else usage.completion_tokens,
+        "cached_tokens": None if usage is None else usage.cached_tokens,
+        "trace_id": None if trace is None else trace.trace_id,
     })
     for handler in logging.getLogger().handlers:
         stream = getattr(handler, "stream", None)

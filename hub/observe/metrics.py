@@ -11,6 +11,9 @@ from prometheus_client.registry import Collector
 
 from hub.fleet.registry import Registry
 from hub.forward.call import Call
+from hub.observe.settings import MetricsConfig
+from hub.observe.timeline import Timeline
+from hub.observe.tokens import TokenMetrics
 
 if TYPE_CHECKING:
     from hub.forward.proxy import Proxy
@@ -76,7 +79,8 @@ class _WorkerCollector(Collector):
 
 class Metrics:
     def __init__(self, registry: Registry,
-                 proxy: Callable[[], Proxy | None] = lambda: None) -> None:
+                 proxy: Callable[[], Proxy | None] = lambda: None,
+                 settings: MetricsConfig | None = None) -> None:
         self.prom = CollectorRegistry(auto_describe=True)
         self.requests = Counter("spokehub_requests_total",
                                 "Requests by route, model, worker, status",
@@ -91,6 +95,9 @@ class Metrics:
         self.attempts = Counter("spokehub_upstream_attempts_total",
                                 "Upstream attempts, including failovers", registry=self.prom)
         self.prom.register(_WorkerCollector(registry, proxy))
+        self.tokens = TokenMetrics(settings)  # tokens, first-token and queue times, tenants
+        self.prom.register(self.tokens)
+        self.timeline = Timeline()  # the status page's last 15 minutes
         self._request_children: dict[tuple[str, str, str, int], Any] = {}
         self._route_children: dict[str, tuple[Any, Any]] = {}
 
@@ -117,6 +124,9 @@ class Metrics:
             self.attempts.inc(call.attempts)
         if call.error:
             self.errors.labels(call.error).inc()
+        end = call.started + seconds
+        self.tokens.observe(call, end)
+        self.timeline.record(call, end)
 
     def render(self) -> bytes:
         return generate_latest(self.prom)

@@ -17,7 +17,9 @@ from hub.config.schema import Config
 from hub.fleet.agents import AgentBook
 from hub.fleet.registry import Registry
 from hub.forward.proxy import Proxy
+from hub.observe.agents import AgentHeartbeatCollector
 from hub.observe.metrics import Metrics
+from hub.observe.trace import Tracer
 from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.runtime")
@@ -64,8 +66,10 @@ class Hub:
                                  unhealthy_after=config.health.unhealthy_after)
         self._proxy: Proxy | None = None
         self.pool: Pool | None = None  # the hot path's upstream pool, once started
-        self.metrics = Metrics(self.registry, lambda: self._proxy)
+        self.metrics = Metrics(self.registry, lambda: self._proxy, config.metrics)
         self.agents = AgentBook(self.registry, config.agents, aliases=config.aliases)
+        self.metrics.prom.register(AgentHeartbeatCollector(self.agents))
+        self.tracer = Tracer(config.tracing)
         self.admission = Admission(config.admission)
         self.verifier = build_verifier(config)
         for warning in security_warnings(config):
@@ -132,10 +136,14 @@ class Hub:
         if warnings != security_warnings(old):
             for warning in warnings:
                 log.warning("%s", warning)
+        self.metrics.tokens.configure(new.metrics)
+        if new.tracing != old.tracing:
+            self.tracer.close()
+            self.tracer = Tracer(new.tracing)
         self.registry.healthy_after = new.health.healthy_after
         self.registry.unhealthy_after = new.health.unhealthy_after
         for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
-                        "aliases", "agents", "resilience"):
+                        "aliases", "agents", "resilience", "metrics", "tracing"):
             if getattr(new, section) != getattr(old, section):
                 changes.append(f"{section}: updated")
         self.config = new

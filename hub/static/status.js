@@ -1,4 +1,5 @@
-// spokehub status page: polls GET admin/workers every 2 s and renders the fleet.
+// spokehub status page: polls GET admin/workers and admin/timeline every 2 s and
+// renders the fleet and the last 15 minutes (inline SVG charts, no library).
 //
 // Worker names, details and model names can come from remote agents, so nothing
 // here builds HTML from strings: every value is set as text.
@@ -9,6 +10,9 @@ const REFRESH_MS = 2000;
 const TIMEOUT_MS = 5000;
 const TOKEN_KEY = "spokehub.adminToken";
 const NA = ["\u2014", "na"];
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART_W = 360;
+const CHART_H = 110;
 
 const byId = (id) => document.getElementById(id);
 const ui = {
@@ -31,7 +35,11 @@ const ui = {
   draining: byId("total-draining"),
   breakers: byId("total-breakers"),
   budget: byId("total-budget"),
+  tokens: byId("total-tokens"),
+  cache: byId("total-cache"),
   totals: byId("totals"),
+  charts: byId("charts"),
+  chartsNote: byId("charts-note"),
 };
 
 let timer = null;
@@ -181,6 +189,21 @@ function latency(ms) {
   return [[`${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`]];
 }
 
+function rate(value) {
+  if (!isNum(value)) return [NA];
+  if (value >= 100) return [[`${Math.round(value)}`]];
+  return [[value >= 10 ? value.toFixed(1) : value.toFixed(2)]];
+}
+
+function percent(ratio) {
+  return isNum(ratio) ? `${(ratio * 100).toFixed(ratio >= 0.995 || ratio < 0.1 ? 1 : 0)}%` : "";
+}
+
+function seconds(value) {
+  if (!isNum(value)) return "\u2014";
+  return value >= 1 ? `${value.toFixed(value >= 10 ? 0 : 2)} s` : `${Math.round(value * 1000)} ms`;
+}
+
 function list(values) {
   return Array.isArray(values) ? values.map(String) : [];
 }
@@ -206,8 +229,8 @@ function breakerParts(breaker) {
 // -- rendering -----------------------------------------------------------------------
 
 const FIELDS = ["kind", "source", "health", "rotation", "breaker", "models", "slots", "vram",
-  "inflight", "latency", "ejected"];
-const NUMERIC = new Set(["slots", "vram", "inflight", "latency"]);
+  "inflight", "latency", "tokens"];
+const NUMERIC = new Set(["slots", "vram", "inflight", "latency", "tokens"]);
 
 function makeRow() {
   const tr = document.createElement("tr");
@@ -234,7 +257,34 @@ function makeRow() {
   return row;
 }
 
-function updateRow(row, w) {
+// Why a worker takes no new requests now, or null if it does.
+function outOfRotation(w) {
+  if (w.draining) return ["Draining", "badge warn"];
+  if (!w.healthy) return ["Out: down", "badge bad"];
+  if (w.agent_stale) return ["Out: agent silent", "badge bad"];
+  if (w.breaker && w.breaker.state === "open") return ["Out: breaker open", "badge bad"];
+  return null;
+}
+
+// Completion tokens/s over the last minute, prompt tokens/s under it, and the share
+// of prompt tokens the worker's prompt cache served over 15 minutes (if it says).
+function tokenParts(stats) {
+  if (!stats) return [NA];
+  const parts = rate(stats.completion_tokens_per_s);
+  parts.push([`prompt ${rate(stats.prompt_tokens_per_s)[0][0]}/s`, "detail"]);
+  if (isNum(stats.cached_prompt_ratio)) {
+    parts.push([`${percent(stats.cached_prompt_ratio)} cached`, "detail cached"]);
+  }
+  return parts;
+}
+
+function cacheParts(stats) {
+  if (!stats || !isNum(stats.cached_prompt_ratio)) return [NA];
+  return [[percent(stats.cached_prompt_ratio)],
+    [`${stats.cached_prompt_tokens} tokens`, "detail"]];
+}
+
+function updateRow(row, w, stats) {
   const name = String(w.name);
   row.worker = w;
   row.tr.classList.toggle("down", !w.healthy);
@@ -244,7 +294,16 @@ function updateRow(row, w) {
   fill(c.kind, [[w.kind]]);
   fill(c.source, [[w.source]]);
   fill(c.health, [w.healthy ? ["Up", "badge ok"] : ["Down", "badge bad"], [w.detail, "detail"]]);
-  fill(c.rotation, [w.draining ? ["Draining", "badge warn"] : ["In rotation", "badge ok"]]);
+  // Ejection is per model: the worker still serves its other models.
+  const ejected = list(w.ejected_for_models);
+  const out = outOfRotation(w);
+  if (out) {
+    fill(c.rotation, [out]);
+  } else if (ejected.length) {
+    fill(c.rotation, [["Ejected", "badge warn"], [`slow for ${ejected.join(", ")}`, "detail"]]);
+  } else {
+    fill(c.rotation, [["In rotation", "badge ok"]]);
+  }
   fill(c.breaker, breakerParts(w.breaker));
   const models = list(w.models);
   const loaded = list(w.loaded_models);
@@ -258,12 +317,16 @@ function updateRow(row, w) {
   fill(c.vram, vram(w.vram_free_mb));
   fill(c.inflight, [[isNum(w.in_flight) ? String(w.in_flight) : "?"]]);
   fill(c.latency, latency(w.ewma_latency_ms));
-  const ejected = list(w.ejected_for_models);
-  fill(c.ejected, ejected.length
-    ? [["Ejected", "badge bad"], [ejected.join(", "), "detail"]] : [["none", "muted"]]);
+  fill(c.tokens, tokenParts(stats));
   const verb = w.draining ? "Undrain" : "Drain";
   fill(row.button, [[verb], [` worker ${name}`, "visually-hidden"]]);
   row.button.classList.toggle("danger", !w.draining);
+}
+
+function renderTokenTotals(timeline) {
+  const hub = timeline && timeline.hub;
+  fill(ui.tokens, hub ? tokenParts(hub).filter(([, cls]) => cls !== "detail cached") : [NA]);
+  fill(ui.cache, hub ? cacheParts(hub) : [NA]);
 }
 
 function renderTotals(workers, budget) {
@@ -284,8 +347,9 @@ function renderTotals(workers, budget) {
   }
 }
 
-function render(data) {
+function render(data, timeline) {
   const workers = Array.isArray(data && data.workers) ? data.workers : [];
+  const stats = (timeline && timeline.workers) || {};
   const seen = new Set();
   workers.forEach((w, i) => {
     const name = String(w.name);
@@ -296,7 +360,7 @@ function render(data) {
       row.tr.dataset.worker = name;
       rows.set(name, row);
     }
-    updateRow(row, w);
+    updateRow(row, w, Object.hasOwn(stats, name) ? stats[name] : null);
     const here = ui.rows.children[i];
     if (here !== row.tr) ui.rows.insertBefore(row.tr, here || null);
   });
@@ -309,6 +373,115 @@ function render(data) {
   ui.empty.textContent = "No workers are registered with this hub.";
   ui.empty.hidden = workers.length > 0;
   renderTotals(workers, data && data.retry_budget);
+  renderTokenTotals(timeline);
+  renderCharts(timeline);
+}
+
+// -- charts --------------------------------------------------------------------------
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  return node;
+}
+
+// A "nice" upper bound for the y axis: 1, 2 or 5 times a power of ten.
+function niceMax(value) {
+  if (!(value > 0)) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  for (const step of [1, 2, 5, 10]) {
+    if (value <= step * power) return step * power;
+  }
+  return 10 * power;
+}
+
+// Draw one chart: lines = [{label, values (numbers or null), cls}], format(v) for labels.
+function drawChart(figure, lines, format, legendAlways = false) {
+  const plot = figure.querySelector(".chart-plot");
+  const legend = figure.querySelector(".chart-legend");
+  const value = figure.querySelector(".chart-value");
+  let top = 0;
+  let points = 0;
+  for (const line of lines) {
+    for (const v of line.values) {
+      if (isNum(v)) {
+        top = Math.max(top, v);
+        points += 1;
+      }
+    }
+  }
+  const max = niceMax(top);
+  const root = svg("svg", {
+    viewBox: `0 0 ${CHART_W} ${CHART_H}`, preserveAspectRatio: "none", class: "chart-svg",
+    role: "img", focusable: "false",
+  });
+  for (const frac of [0.25, 0.5, 0.75]) {
+    const y = (CHART_H * frac).toFixed(1);
+    root.append(svg("line", { x1: 0, x2: CHART_W, y1: y, y2: y, class: "grid" }));
+  }
+  const summary = [];
+  lines.forEach((line, i) => {
+    const n = line.values.length;
+    let d = "";
+    let run = 0; // points in the current unbroken run
+    line.values.forEach((v, j) => {
+      if (!isNum(v)) {
+        if (run === 1) d += "h-2"; // a lone point: a short dash (round line caps)
+        run = 0;
+        return;
+      }
+      const x = n > 1 ? (j / (n - 1)) * CHART_W : CHART_W;
+      const y = CHART_H - (v / max) * (CHART_H - 2) - 1;
+      d += `${run ? "L" : "M"}${x.toFixed(1)} ${y.toFixed(1)}`;
+      run += 1;
+    });
+    if (run === 1) d += "h-2";
+    if (d) {
+      root.append(svg("path", {
+        d, class: `series ${line.cls || `series-${i % 6}`}`, "vector-effect": "non-scaling-stroke",
+      }));
+    }
+    const latest = [...line.values].reverse().find(isNum);
+    summary.push(`${line.label}: latest ${isNum(latest) ? format(latest) : "none"}`);
+  });
+  root.setAttribute("aria-label", `${figure.querySelector(".chart-title").textContent}, ` +
+    `last 15 minutes, scale up to ${format(max)}. ${summary.join("; ")}.`);
+  root.dataset.points = String(points);
+  const label = document.createElement("span");
+  label.className = "chart-max";
+  label.textContent = format(max);
+  label.setAttribute("aria-hidden", "true");
+  plot.replaceChildren(root, label);
+  value.textContent = lines.length === 1 && !legendAlways
+    ? summary[0].replace(/^[^:]*: /, "") : "";
+  const named = lines.length > 1 || legendAlways;
+  legend.replaceChildren(...lines.filter(() => named).map((line, i) => {
+    const item = document.createElement("li");
+    item.append(span("", `swatch ${line.cls || `series-${i % 6}`}`), span(line.label));
+    return item;
+  }));
+  figure.classList.toggle("empty-chart", points === 0);
+}
+
+function renderCharts(t) {
+  if (!t || !Array.isArray(t.requests_per_s)) {
+    ui.chartsNote.textContent = "No chart data from the hub.";
+    return;
+  }
+  ui.chartsNote.textContent = `${t.bucket_s}-second buckets; the newest is still filling.`;
+  const perSecond = (v) => `${v >= 10 ? Math.round(v) : v.toFixed(v >= 1 ? 1 : 2)}/s`;
+  const byId = (id) => ui.charts.querySelector(`#${id}`);
+  drawChart(byId("chart-requests"), [{ label: "requests", values: t.requests_per_s }],
+    perSecond);
+  const kinds = Object.keys(t.errors_per_s || {}).sort();
+  const errors = kinds.map((kind) => ({ label: kind, values: t.errors_per_s[kind] }));
+  drawChart(byId("chart-errors"), errors.length ? errors
+    : [{ label: "errors", values: t.requests_per_s.map(() => 0) }], perSecond,
+  errors.length > 0);
+  drawChart(byId("chart-ttft"), [{ label: "p95", values: t.ttft_p95_s }], seconds);
+  drawChart(byId("chart-tokens"), [
+    { label: "completion", values: t.completion_tokens_per_s, cls: "series-0" },
+    { label: "prompt", values: t.prompt_tokens_per_s, cls: "series-1" }], perSecond);
 }
 
 function clearFleet(why) {
@@ -316,7 +489,8 @@ function clearFleet(why) {
   rows.clear();
   ui.empty.textContent = why;
   ui.empty.hidden = false;
-  for (const dd of [ui.healthy, ui.inflight, ui.draining, ui.breakers, ui.budget]) {
+  for (const dd of [ui.healthy, ui.inflight, ui.draining, ui.breakers, ui.budget, ui.tokens,
+    ui.cache]) {
     fill(dd, [["\u2013"]]);
   }
 }
@@ -326,12 +500,14 @@ function markFresh(now) {
   ui.updatedTime.textContent = clock(now);
   ui.updatedTime.dateTime = now.toISOString();
   ui.updatedNote.textContent = `(refreshes every ${REFRESH_MS / 1000} s)`;
-  for (const node of [ui.updated, ui.table, ui.totals]) node.classList.remove("stale");
+  for (const node of [ui.updated, ui.table, ui.totals, ui.charts]) {
+    node.classList.remove("stale");
+  }
 }
 
 function markStale(note) {
   ui.updatedNote.textContent = note;
-  for (const node of [ui.updated, ui.table, ui.totals]) node.classList.add("stale");
+  for (const node of [ui.updated, ui.table, ui.totals, ui.charts]) node.classList.add("stale");
 }
 
 // state: "open" (no token needed), "token" (stored token works), "needed" (prompt)
@@ -391,11 +567,12 @@ async function refresh() {
   clearTimeout(timer);
   const mine = ++generation;
   try {
-    const response = await api("GET", "admin/workers");
+    const [response, timeline] = await Promise.all([api("GET", "admin/workers"),
+      readTimeline()]);
     if (response.ok) {
       const data = await response.json();
       if (mine !== generation) return;
-      render(data);
+      render(data, timeline);
       markFresh(new Date());
       clearBanner();
       setAuthState(readToken() ? "token" : "open");
@@ -423,6 +600,16 @@ async function refresh() {
     markStale("(stale: the hub cannot be reached)");
   }
   if (mine === generation) schedule();
+}
+
+// The charts' data; null if this hub cannot give it (the fleet table still works).
+async function readTimeline() {
+  try {
+    const response = await api("GET", "admin/timeline");
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
 }
 
 async function toggleDrain(row) {

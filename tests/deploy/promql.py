@@ -10,19 +10,11 @@ from typing import Any
 
 import yaml
 
-# Metrics the hub is getting from work in progress elsewhere (token accounting,
-# routing and admission counters). Rules and panels may use them before a hub exports
-# them; tests that need their values use synthetic series.
+# Metrics the hub is getting from work in progress elsewhere (routing decisions).
+# Rules and panels may use them before a hub exports them; tests that need their
+# values use synthetic series.
 METRICS_BEING_ADDED: dict[str, str] = {
-    "spokehub_prompt_tokens_total": "counter",
-    "spokehub_completion_tokens_total": "counter",
-    "spokehub_cached_prompt_tokens_total": "counter",
-    "spokehub_tokens_unreported_total": "counter",
-    "spokehub_time_to_first_token_seconds": "histogram",
     "spokehub_route_decisions_total": "counter",
-    "spokehub_agent_heartbeat_age_seconds": "gauge",
-    "spokehub_admission_rejected_total": "counter",
-    "spokehub_queue_wait_seconds": "histogram",
 }
 # Series Prometheus makes itself: per-target scrape series and the alert state.
 BUILTIN_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped",

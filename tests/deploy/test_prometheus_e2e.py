@@ -116,6 +116,26 @@ def test_request_counter_moves(monitored: Monitored) -> None:
     assert prom.value("spokehub:request_errors:ratio_rate5m") == 0.0
 
 
+def test_token_recording_rules_see_traffic(monitored: Monitored) -> None:
+    """The token metrics of a real hub feed the shipped recording rules: prompt tokens
+    per model and the prompt cache hit ratio (the same prompt twice: llama.cpp reuses
+    it from its cache)."""
+    prom, hub = monitored.prom, monitored.hub
+    for _ in range(4):
+        assert _chat(hub) == 200
+    rate = wait_until(lambda: (v := prom.value('model:spokehub_prompt_tokens:rate5m'
+                                               '{model="tiny"}')) and v > 0 and v,
+                      DEADLINE_S, "prompt tokens per model")
+    assert rate > 0
+    ratio = wait_until(lambda: (v := prom.value('model:spokehub_prompt_cache_hit:ratio_rate5m'
+                                                '{model="tiny"}')) and v > 0 and v,
+                       DEADLINE_S, "prompt cache hit ratio")
+    assert 0 < ratio <= 1
+    ttft = 'spokehub_time_to_first_token_seconds_count{job="spokehub-hub",model="tiny"}'
+    assert wait_until(lambda: (v := prom.value(ttft)) and v > 0 and v, DEADLINE_S,
+                      "time to first token samples") > 0
+
+
 def test_every_dashboard_and_rule_expression_evaluates(monitored: Monitored) -> None:
     """Prometheus itself accepts every query: parse and evaluation errors would show."""
     for where, expr in dashboard_exprs(DASHBOARD) + rule_exprs(RULE_FILES):

@@ -2,8 +2,9 @@
 
 The HTTP-level checks (headers, caching, redirect) use plain urllib. The rest drive
 Debian's Chromium (``/usr/bin/chromium``) through Playwright: the page lists the
-fleet, shows a killed worker as down, drains and undrains, asks for an admin token
-when auth is on, and says so when the hub cannot be reached. Every browser test
+fleet with slots, token rates and prompt cache hits, draws the last 15 minutes,
+shows a killed worker as down and out of rotation, drains and undrains, asks for an
+admin token when auth is on, and says so when the hub cannot be reached. Every browser test
 also checks that the page logged no console error and no CSP violation and
 loaded nothing from anywhere but the hub.
 """
@@ -167,7 +168,11 @@ class StatusPage:
     def screenshot(self, directory: Path, name: str) -> Path:
         path = directory / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
+        print(f"status page screenshot: {path}")
         return path
+
+    def chart(self, name: str) -> Locator:
+        return self.page.locator(f"#chart-{name}")
 
     def assert_clean(self, allowed: tuple[re.Pattern[str], ...] = ()) -> None:
         """No page error, no CSP violation, no console error beyond ``allowed``
@@ -280,7 +285,10 @@ def test_page_lists_the_fleet_and_shows_a_killed_worker_down(
                      "models": ["tiny"], "slots_total": 2, "slots_busy": 1,
                      "vram_free_mb": 20480}]})
     chat(hub, "tiny")
+    chat(hub, "tiny")  # the same prompt again: llama.cpp reuses its cache
     chat(hub, "fault-model")
+    with pytest.raises(urllib.error.HTTPError):
+        chat(hub, "no-such-model")  # an error for the chart
 
     status = open_page(hub)
     page = status.page
@@ -297,11 +305,30 @@ def test_page_lists_the_fleet_and_shows_a_killed_worker_down(
         expect(status.cell(name, "kind")).to_have_text("llamacpp")
     expect(status.cell("w3", "health")).to_contain_text("Down")
     expect(status.row("w3").locator("th")).to_contain_text("http://127.0.0.1:9")
-    expect(status.cell("w0", "models")).to_have_text("tiny")
+    expect(status.cell("w3", "rotation")).to_have_text("Out: down")
+    expect(status.cell("w0", "models")).to_have_text("tiny")  # all loaded: not repeated
     expect(status.cell("w0", "latency")).to_have_text(re.compile(r"^[0-9.]+ (ms|s)$"))
     # Config llama.cpp workers report slots too: the prober reads /slots.
     expect(status.cell("w0", "slots")).to_have_text(re.compile(r"^\d+ / \d+$"))
+    expect(status.cell("w1", "slots")).to_have_text("\u2014not reported")
     expect(status.cell("w0", "vram")).to_have_text("\u2014not reported")
+    # Tokens it reported over the last minute, and its prompt cache hits.
+    expect(status.cell("w0", "tokens")).to_have_text(
+        re.compile(r"^[0-9.]+prompt [0-9.]+/s[0-9.]+% cached$"))
+    expect(status.cell("w1", "tokens")).to_have_text(  # the fault worker never says
+        re.compile(r"^[0-9.]+prompt [0-9.]+/s$"))
+    expect(status.cell("w2", "tokens")).to_have_text("\u2014not reported")
+    expect(page.locator("#total-tokens")).to_have_text(re.compile(r"^[0-9.]+prompt"))
+    expect(page.locator("#total-cache")).to_have_text(re.compile(r"^[0-9.]+%"))
+    # The last 15 minutes, drawn from the hub's ring buffer.
+    for name in ("requests", "errors", "ttft", "tokens"):
+        svg = status.chart(name).locator("svg")
+        expect(svg).to_have_attribute("data-points", re.compile(r"^[1-9][0-9]*$"))
+        expect(svg.locator("path.series").first).to_be_attached()
+        expect(svg).to_have_attribute("aria-label", re.compile(r"last 15 minutes"))
+    expect(status.chart("errors").locator(".chart-legend")).to_contain_text("model_not_found")
+    expect(status.chart("tokens").locator(".chart-legend")).to_have_text("completionprompt")
+    expect(status.chart("requests").locator(".chart-value")).to_contain_text("/s")
     agent = f"gpu-box-1-llamacpp-{llama.port}"  # the hub names agent workers
     expect(status.cell(agent, "source")).to_have_text("agent:gpu-box-1")
     expect(status.cell(agent, "health")).to_contain_text("Up")
@@ -324,6 +351,7 @@ def test_page_lists_the_fleet_and_shows_a_killed_worker_down(
 
     doomed.proc.kill()
     expect(status.cell("w1", "health")).to_contain_text("Down")
+    expect(status.cell("w1", "rotation")).to_have_text("Out: down")  # not "In rotation"
     expect(status.row("w1")).to_have_class(re.compile(r"\bdown\b"))
     expect(page.locator("#total-healthy > span").first).to_have_text("3 / 5")
     expect(page.locator("#total-healthy > .badge")).to_have_text("2 down")

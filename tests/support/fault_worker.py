@@ -16,11 +16,17 @@ switched between behaviours at run time with ``POST /_control {"mode": ...}``:
   has been waiting (``write_wait_s``)
 - ``late_body``: send a non-stream answer's headers at once and its body ``delay_s`` later
 - ``unhealthy``: /health answers 503
+- ``gate``: hold every inference request until ``POST /_control {"gate": "open"}``
+  (``{"gate": "closed"}`` holds new ones again)
 
 Options, set with ``/_control``: ``eol`` the SSE line ending (``"\\n"``,
 ``"\\r\\n"`` or ``"\\r"``); ``pad`` bytes of filler in each event; ``poison``: any
 request whose body contains this text gets HTTP 500, whatever the mode (a "query of
-death").
+death"); ``usage`` (default true): a non-stream answer reports token usage, false
+leaves it out; ``stream_usage`` (default false): a stream ends with a usage chunk.
+
+``/_stats`` also lists the headers of the last inference requests (``headers``, newest
+last, names lowercased), to check what the hub passed on (``traceparent``, ...).
 
 It also takes ``/v1/responses`` and ``/v1/messages``, streaming their own event types
 (``response.output_text.delta`` ... ``response.completed``; ``content_block_delta`` ...
@@ -43,6 +49,8 @@ from typing import Any
 from aiohttp import web
 
 STATE = web.AppKey("state", dict)
+GATE = web.AppKey("gate", asyncio.Event)
+KEEP_HEADERS = 20  # requests whose headers /_stats lists
 
 
 def _chunk(model: str, i: int, text: str, eol: bytes = b"\n", pad: int = 0) -> bytes:
@@ -103,15 +111,22 @@ async def models(request: web.Request) -> web.Response:
 
 async def control(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    state.update(await request.json())
-    return web.json_response({k: v for k, v in state.items() if k != "seen"})
+    doc = await request.json()
+    state.update(doc)
+    if "gate" in doc:
+        gate = request.app[GATE]
+        if doc["gate"] == "open":
+            gate.set()
+        else:
+            gate.clear()
+    return web.json_response({k: v for k, v in state.items() if k not in ("seen", "headers")})
 
 
 async def stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     started = state.get("write_started")
     return web.json_response({"requests": state["requests"], "active": state["active"],
-                              "mode": state["mode"],
+                              "mode": state["mode"], "headers": state["headers"],
                               "write_wait_s": 0.0 if started is None
                               else time.monotonic() - started})
 
@@ -120,6 +135,8 @@ async def infer(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     state["requests"] += 1
     state["active"] += 1
+    state["headers"] = [*state["headers"][-(KEEP_HEADERS - 1):],
+                        {k.lower(): v for k, v in request.headers.items()}]
     try:
         raw = await request.read()
         body = json.loads(raw)
@@ -130,6 +147,8 @@ async def infer(request: web.Request) -> web.StreamResponse:
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         if mode == "hang":
             await asyncio.sleep(3600)
+        if mode == "gate":
+            await request.app[GATE].wait()
         if mode == "trickle":
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
@@ -150,6 +169,8 @@ async def _answer(request: web.Request, state: dict[str, Any], late: bool) -> we
                                                              "content": "ok" + "x" * int(
                                                                  state.get("pad", 0))}}],
            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    if not state.get("usage", True):
+        del doc["usage"]
     delay = float(state.get("delay_s", 0.01))
     if not late:
         await asyncio.sleep(delay)
@@ -186,6 +207,12 @@ async def _stream(request: web.Request, state: dict[str, Any]) -> web.StreamResp
             _reset(request)
             return resp
     elif mode != "no_done":
+        if state.get("stream_usage") and request.path.endswith("/chat/completions"):
+            n = int(state.get("chunks", 5))
+            doc = {"id": "chatcmpl-fault", "object": "chat.completion.chunk", "model": model,
+                   "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": n,
+                                            "total_tokens": 3 + n}}
+            await resp.write(b"data: " + json.dumps(doc).encode() + eol + eol)
         await resp.write(_final(request.path, model, eol))
     await resp.write_eof()
     return resp
@@ -214,7 +241,8 @@ def main() -> None:
     args = ap.parse_args()
     app = web.Application()
     app[STATE] = {"mode": args.mode, "model": args.model, "delay_s": args.delay_s,
-                  "chunks": args.chunks, "requests": 0, "active": 0}
+                  "chunks": args.chunks, "requests": 0, "active": 0, "headers": []}
+    app[GATE] = asyncio.Event()
 
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
