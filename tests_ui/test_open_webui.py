@@ -146,17 +146,20 @@ def test_chat_through_hub(connection: str, hub: HubProcess, page: Page,
         expect(page.locator(".chat-user").last).to_contain_text(PROMPT)
         answer = page.locator(ASSISTANT).last
         expect(answer).to_have_text(re.compile(r"\S"))
-        # Done streaming: the action row (copy, regenerate...) appears under the answer.
-        page.wait_for_function(
-            "() => window.__answerLengths.length > 0 && "
-            "document.querySelectorAll('button[aria-label=\"Copy\"], "
-            "button[aria-label=\"Regenerate\"]').length > 0", timeout=UI_TIMEOUT_MS)
+        # Done streaming: only a finished answer gets its action row (Regenerate is
+        # an answer's alone; the question has Copy and Edit too).
+        expect(page.get_by_role("button", name="Regenerate")).to_have_count(1)
         text = answer.inner_text().strip()
         lengths: list[int] = page.evaluate("window.__answerLengths")
         print(f"answer ({connection}): {len(text)} chars, "
               f"{len(lengths)} distinct lengths while streaming: {text[:80]!r}...")
         assert text
         assert len(lengths) >= 2, f"the answer appeared at once, not streamed: {lengths}"
+        # The hub logs a request once its stream has ended.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not [
+                r for r in chat_requests(hub)[served_before:] if r.get("route") == route]:
+            time.sleep(0.2)
     finally:
         page.screenshot(path=str(shot), full_page=True)
         copy = ROOT / shot.name
