@@ -3,6 +3,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# --ui: Open WebUI against a real hub in Chromium (scripts/test_ui.sh) instead of the suite.
+if [[ "${1:-}" == "--ui" ]]; then
+  shift
+  exec bash scripts/test_ui.sh "$@"
+fi
 start=$(date +%s)
 # prometheus (with promtool) and docker-compose: tests/deploy checks the alert rules,
 # runs a real Prometheus against a hub and validates deploy/docker-compose.yml.
