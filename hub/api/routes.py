@@ -21,6 +21,7 @@ from hub.api.surfaces import OPENAI, OPENAI_EMBEDDINGS, Surface
 from hub.auth.principal import require_model
 from hub.errors import HubError
 from hub.forward.call import Call
+from hub.forward.placement import route_request
 from hub.observe.logs import log_call
 from hub.runtime.keys import HUB
 
@@ -62,6 +63,8 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
                 body = surface.encode(payload, call.model, body)
             call.body = body
             call.content_type = surface.content_type(request)
+            call.route_req = route_request(hub.proxy.policy, route, call.model, payload,
+                                           tenant=principal.tenant, headers=request.headers)
             if not limits.unlimited:
                 await admission.admit(principal.tenant,
                                       surface.requested_tokens(route, payload))

@@ -31,6 +31,7 @@ from hub.errors import (
 from hub.fleet.registry import Worker
 from hub.forward.call import Call
 from hub.forward.deadline import Deadline
+from hub.forward.placement import route_header
 from hub.forward.relay import ByteSource, ClientGone, TranslatedStream
 from hub.forward.wire import wire_for
 from hub.resilience.report import AttemptOutcome, AttemptReport
@@ -178,7 +179,8 @@ class Attempt:
         return web.Response(status=up.status, body=answer, headers={
             "Content-Type": content_type,
             "X-Request-ID": call.request_id,
-            "X-Spokehub-Worker": self.worker.name})
+            "X-Spokehub-Worker": self.worker.name,
+            **route_header(call)})
 
     async def answer_stream(self, request: web.Request, up: Response,
                             deadline: Deadline) -> web.StreamResponse:
@@ -199,7 +201,8 @@ class Attempt:
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             "X-Request-ID": call.request_id,
-            "X-Spokehub-Worker": self.worker.name})
+            "X-Spokehub-Worker": self.worker.name,
+            **route_header(call)})
         await out.prepare(request)
         await wire.relay(content, out, first, deadline)
         await out.write_eof()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hub.routing.request import Choice, RouteRequest
 
 
 @dataclass(slots=True)
@@ -20,3 +24,5 @@ class Call:
     error: str | None = None  # error code, e.g. "upstream_timeout"
     ttft_s: float | None = None
     started: float = 0.0
+    route_req: RouteRequest | None = None  # the prompt key, when the policy uses one
+    choice: Choice | None = None  # where the policy sent the call, and why
