@@ -85,6 +85,8 @@ def log_call(call: Call, seconds: float) -> None:
         "status": call.status,
         "error": call.error,
         "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
+        "routing": call.choice and call.choice.reason,
+        "matched": call.choice and round(call.choice.matched, 2),
         "latency_ms": round(seconds * 1000, 2),
     })
     for handler in logging.getLogger().handlers:

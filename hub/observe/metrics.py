@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from hub.fleet.registry import Registry
 from hub.forward.call import Call
+from hub.observe.route_metrics import RouteMetrics
 
 if TYPE_CHECKING:
     from hub.forward.proxy import Proxy
@@ -91,6 +92,7 @@ class Metrics:
         self.attempts = Counter("spokehub_upstream_attempts_total",
                                 "Upstream attempts, including failovers", registry=self.prom)
         self.prom.register(_WorkerCollector(registry, proxy))
+        self.routing = RouteMetrics(self.prom)
         self._request_children: dict[tuple[str, str, str, int], Any] = {}
         self._route_children: dict[str, tuple[Any, Any]] = {}
 
@@ -117,6 +119,7 @@ class Metrics:
             self.attempts.inc(call.attempts)
         if call.error:
             self.errors.labels(call.error).inc()
+        self.routing.observe(call)
 
     def render(self) -> bytes:
         return generate_latest(self.prom)
