@@ -21,6 +21,7 @@ from hub.api.surfaces import OPENAI, OPENAI_EMBEDDINGS, Surface
 from hub.auth.principal import require_model
 from hub.errors import HubError
 from hub.forward.call import Call
+from hub.forward.placement import route_request
 from hub.observe.logs import log_call
 from hub.runtime.keys import HUB
 
@@ -65,6 +66,8 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
             call.body = body
             call.content_type = surface.content_type(request)
             call.queued_at = loop.time()
+            call.route_req = route_request(hub.proxy.policy, route, call.model, payload,
+                                           tenant=principal.tenant, headers=request.headers)
             if not limits.unlimited:
                 await admission.admit(principal.tenant,
                                       surface.requested_tokens(route, payload))

@@ -19,6 +19,7 @@ from hub.observe.settings import MetricsConfig, TracingConfig, parse_metrics, pa
 from hub.resilience.breaker import BreakerConfig, parse_breaker
 from hub.resilience.outlier import OutlierConfig, parse_outlier
 from hub.resilience.retry_budget import RetryBudgetConfig, parse_retry_budget
+from hub.routing.cache_aware import CacheAwareConfig, parse_cache_aware
 from hub.routing.vram_weighted import VramWeightedConfig, parse_vram_weighted
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
     "parse_worker",
 ]
 
-ROUTING_POLICIES = ("round_robin", "vram_weighted", "least_loaded")
+ROUTING_POLICIES = ("round_robin", "vram_weighted", "least_loaded", "cache_aware")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class Routing:
     max_attempts: int = 3
     retry_on_timeout: bool = False  # retry a timeout after the worker accepted the request
     vram_weighted: VramWeightedConfig = field(default_factory=VramWeightedConfig)
+    cache_aware: CacheAwareConfig = field(default_factory=CacheAwareConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,8 @@ def _routing(s: Section) -> Routing:
                   max_attempts=s.integer("max_attempts", 3, lo=1, hi=10),
                   retry_on_timeout=s.flag("retry_on_timeout", False),
                   vram_weighted=parse_vram_weighted(s.get("vram_weighted"),
-                                                    s.key("vram_weighted")))
+                                                    s.key("vram_weighted")),
+                  cache_aware=parse_cache_aware(s.get("cache_aware"), s.key("cache_aware")))
     s.done()
     return out
 

@@ -115,6 +115,7 @@ class Registry:
         self.unhealthy_after = unhealthy_after
         self._on_change = on_change
         self.on_remove: list[Callable[[str], None]] = []  # e.g. drop breaker state
+        self.on_health: list[Callable[[Worker], None]] = []  # up or down, e.g. drop caches
         for spec in specs:
             self.add(spec)
 
@@ -224,6 +225,8 @@ class Registry:
         worker.last_change = time.monotonic()
         if self._on_change is not None:
             self._on_change(worker)
+        for listener in self.on_health:
+            listener(worker)
 
     def __repr__(self) -> str:
         ws = list(self._workers.values())

@@ -31,6 +31,7 @@ from hub.errors import (
 from hub.fleet.registry import Worker
 from hub.forward.call import Call
 from hub.forward.deadline import Deadline
+from hub.forward.placement import route_header
 from hub.forward.relay import ByteSource, ClientGone, TranslatedStream
 from hub.forward.wire import wire_for
 from hub.observe.usage import StreamTap, read_usage
@@ -186,7 +187,7 @@ class Attempt:
         if up.status == 200:
             self._account_whole(raw)
         headers = {"Content-Type": content_type, "X-Request-ID": call.request_id,
-                   "X-Spokehub-Worker": self.worker.name}
+                   "X-Spokehub-Worker": self.worker.name, **route_header(call)}
         if call.trace is not None:
             headers["X-Trace-Id"] = call.trace.trace_id
         return web.Response(status=up.status, body=answer, headers=headers)
@@ -222,7 +223,7 @@ class Attempt:
                    "Cache-Control": "no-cache",
                    "X-Accel-Buffering": "no",
                    "X-Request-ID": call.request_id,
-                   "X-Spokehub-Worker": self.worker.name}
+                   "X-Spokehub-Worker": self.worker.name, **route_header(call)}
         if call.trace is not None:
             headers["X-Trace-Id"] = call.trace.trace_id
         out = self.out = web.StreamResponse(status=200, headers=headers)

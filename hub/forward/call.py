@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hub.observe.trace import Trace
     from hub.observe.usage import StreamTap, Usage
+    from hub.routing.request import Choice, RouteRequest
 
 
 @dataclass(slots=True)
@@ -34,3 +35,5 @@ class Call:
     answered: bool = False  # a whole 200 answer went to the client
     usage: Usage | None = None  # token counts the worker reported (None: it did not)
     tap: StreamTap | None = None  # a relayed stream's last events and inter-token gaps
+    route_req: RouteRequest | None = None  # the prompt key, when the policy uses one
+    choice: Choice | None = None  # where the policy sent the call, and why

@@ -20,6 +20,7 @@ from hub.admission.worker_queue import CapacityQueue
 from hub.config.schema import Config, Timeouts
 from hub.errors import ModelNotFound, NoWorker, RouteNotServed, UpstreamError
 from hub.fleet.registry import Registry, Worker
+from hub.forward import placement
 from hub.forward.attempt import Attempt, AttemptFailed
 from hub.forward.call import Call
 from hub.resilience.breaker import Breakers, State
@@ -60,8 +61,7 @@ class Proxy:
                  config: Config) -> None:
         self.registry = registry
         self.pool = pool
-        self.policy: Policy = make_policy(config.routing.policy,
-                                          vram_weighted=config.routing.vram_weighted)
+        self.policy: Policy = _policy(config)
         self._routing = config.routing
         self.fleet = FleetReport(registry, Breakers(config.resilience.breaker,
                                                     on_transition=_log_breaker))
@@ -78,10 +78,10 @@ class Proxy:
     def configure(self, config: Config) -> None:
         """Take new settings (on reload); in-flight calls keep theirs. Breaker, budget and
         ejection state restart only if their own settings change."""
-        if (config.routing.policy, config.routing.vram_weighted) != (
-                self._routing.policy, self._routing.vram_weighted):
-            self.policy = make_policy(config.routing.policy,
-                                      vram_weighted=config.routing.vram_weighted)
+        new, old = config.routing, self._routing
+        if (new.policy, new.vram_weighted, new.cache_aware) != (
+                old.policy, old.vram_weighted, old.cache_aware):
+            self.policy = _policy(config)
         self._routing = config.routing
         res = config.resilience
         if self.breakers.cfg != res.breaker:
@@ -102,25 +102,36 @@ class Proxy:
     def breakers(self) -> Breakers:
         return self.fleet.breakers
 
-    def pick(self, model: str, tried: list[Worker], route: str | None = None) -> Worker | None:
+    def pick(self, model: str, tried: list[Worker], route: str | None = None,
+             call: Call | None = None) -> Worker | None:
+        """The worker for the next attempt; a request-aware policy's choice is kept on
+        ``call`` (``placement``)."""
         breakers = self.breakers
         candidates = [w for w in self.registry.candidates(model, route)
                       if w not in tried and breakers.get(w.name).would_allow()]
         detector = self.outliers.get(model)
         if detector is not None:
             candidates = detector.admit(candidates)
-        worker = self.policy.pick(candidates, model=model)
+        worker = placement.place(self.policy, candidates, model, call)
         # Nothing awaited since would_allow(), so this admits; only the picked worker's
         # breaker is asked, or unused half-open probe slots would stay taken.
         if worker is None or not breakers.get(worker.name).allow():
+            if worker is not None and call is not None:
+                placement.failed(self.policy, call)
             return None
         return worker
 
     def forget(self, name: str) -> None:
-        """A worker left the registry: drop its breaker and ejection state."""
+        """A worker left the registry: drop its breaker, ejection and cache state."""
         self.breakers.remove(name)
+        placement.forget(self.policy, name)
         for detector in self.outliers.values():
             detector.forget(name)
+
+    def health_changed(self, worker: Worker) -> None:
+        """A worker that went down (or moved) may come back with an empty cache."""
+        if not worker.healthy:
+            placement.forget(self.policy, worker.name)
 
     def review_latency(self) -> list[str]:
         """Eject slow outliers, per model; called once per prober round."""
@@ -167,13 +178,14 @@ class Proxy:
         earlier_5xx = False
         self.retry_budget.deposit()
         for _ in range(self.max_attempts):
-            worker = self.pick(call.model, tried, call.route)
+            worker = self.pick(call.model, tried, call.route, call)
             if worker is None and not tried and self.registry.saturated(call.model, call.route):
-                worker = await self._wait_for_room(call.model, call.route)
+                worker = await self._wait_for_room(call.model, call.route, call)
             if worker is None:
                 break
             if tried and not self.retry_budget.try_withdraw():  # only a real retry pays
                 self.fleet.attempt(worker, call.model).report(AttemptOutcome.ABANDONED)
+                placement.failed(self.policy, call)
                 log.info("request %s: retry budget spent; not retrying", call.request_id)
                 break
             tried.append(worker)
@@ -182,10 +194,13 @@ class Proxy:
             try:
                 with self.fleet.attempt(worker, call.model) as report:
                     try:
-                        return await Attempt(call, worker, self.pool, self.timeouts,
-                                             report=report, stopping=self._stopping,
-                                             ).run(request)
+                        response = await Attempt(call, worker, self.pool, self.timeouts,
+                                                 report=report, stopping=self._stopping,
+                                                 ).run(request)
+                        placement.served(self.policy, call, response.status)
+                        return response
                     except AttemptFailed as failed:
+                        placement.failed(self.policy, call)
                         outcome, go_on = after_failure(
                             failed.outcome, accepted=failed.accepted, earlier_5xx=earlier_5xx,
                             retry_on_timeout=self.retry_on_timeout)
@@ -210,19 +225,26 @@ class Proxy:
                                  param="model")
         raise NoWorker(f"No healthy worker can serve model '{call.model}' right now")
 
-    async def _wait_for_room(self, model: str, route: str | None = None) -> Worker | None:
+    async def _wait_for_room(self, model: str, route: str | None = None,
+                             call: Call | None = None) -> Worker | None:
         """Queue in the hub until a worker for ``model`` has room (bounded)."""
         deadline = asyncio.get_running_loop().time() + self.capacity.timeout_s
         front = False
         while True:
             await self.capacity.wait(deadline, front=front)
-            worker = self.pick(model, [], route)
+            worker = self.pick(model, [], route, call)
             if worker is not None or not self.registry.saturated(model, route):
                 return worker
             front = True  # someone else took the slot: keep our place at the front
 
     def _stopping(self) -> bool:
         return self.stopping
+
+
+def _policy(config: Config) -> Policy:
+    routing = config.routing
+    return make_policy(routing.policy, vram_weighted=routing.vram_weighted,
+                       cache_aware=routing.cache_aware)
 
 
 def _log_breaker(name: str, old: State, new: State) -> None:

@@ -88,6 +88,8 @@ def log_call(call: Call, seconds: float) -> None:
         "status": call.status,
         "error": call.error,
         "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
+        "routing": call.choice and call.choice.reason,
+        "matched": call.choice and round(call.choice.matched, 2),
         "latency_ms": round(seconds * 1000, 2),
         "prompt_tokens": None if usage is None else usage.prompt_tokens,
         "completion_tokens": None if usage is None else usage.completion_tokens,

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from hub.fleet.registry import Registry
 from hub.forward.call import Call
+from hub.observe.route_metrics import RouteMetrics
 from hub.observe.settings import MetricsConfig
 from hub.observe.timeline import Timeline
 from hub.observe.tokens import TokenMetrics
@@ -98,6 +99,7 @@ class Metrics:
         self.tokens = TokenMetrics(settings)  # tokens, first-token and queue times, tenants
         self.prom.register(self.tokens)
         self.timeline = Timeline()  # the status page's last 15 minutes
+        self.routing = RouteMetrics(self.prom)
         self._request_children: dict[tuple[str, str, str, int], Any] = {}
         self._route_children: dict[str, tuple[Any, Any]] = {}
 
@@ -127,6 +129,7 @@ class Metrics:
         end = call.started + seconds
         self.tokens.observe(call, end)
         self.timeline.record(call, end)
+        self.routing.observe(call)
 
     def render(self) -> bytes:
         return generate_latest(self.prom)

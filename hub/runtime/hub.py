@@ -98,6 +98,7 @@ class Hub:
     def proxy(self, proxy: Proxy) -> None:
         self._proxy = proxy
         self.registry.on_remove.append(proxy.forget)
+        self.registry.on_health.append(proxy.health_changed)
 
     def apply(self, new: Config) -> list[str]:
         """Switch to ``new`` without touching in-flight requests; returns what changed.
