@@ -6,8 +6,16 @@ from typing import Any
 
 import pytest
 
+from tests.support.closing import close_all
 from tests.support.hubproc import FaultWorker, HubProcess
 from tests.support.llama import LlamaWorker, llama_server_bin, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    """Closes the clients a test handed to :func:`tests.support.closing.closing`."""
+    yield
+    close_all()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import select
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 from hub.upstream.errors import (
@@ -44,6 +45,7 @@ class Connection(asyncio.Protocol):
         self._writing = False  # some request bytes are still in the transport's buffer
         self._fd = -1  # the socket's descriptor, to look at it between exchanges
         self._head_buf = bytearray()  # a response head split across reads
+        self.on_lost: Callable[[Connection], None] | None = None  # the pool forgets it
         self._reset()
 
     def _reset(self) -> None:
@@ -156,6 +158,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_lost is not None:
+            self.on_lost(self)
         if self.head is None:
             if self.got_bytes:
                 self._fail(UpstreamProtocolError("connection closed inside the response head"))

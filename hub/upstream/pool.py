@@ -61,6 +61,8 @@ class Pool:
         self.max_body_bytes = max_body_bytes
         self._ssl = ssl_context
         self._idle: dict[Origin, list[Connection]] = {}
+        self._live: set[Connection] = set()  # every connection not yet lost, idle or in use
+        self._closed = False
         self._targets: dict[str, Target] = {}
         self._hints: dict[str, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -102,6 +104,9 @@ class Pool:
             raise UpstreamConnectFailed(f"connect to {host}:{port} failed: {exc.strerror or exc}",
                                         exc) from None
         self.stats.opened += 1
+        if not conn.closed:  # lost already: it has nothing left to close
+            conn.on_lost = self._live.discard
+            self._live.add(conn)
         return conn
 
     def _take_idle(self, origin: Origin) -> Connection | None:
@@ -122,7 +127,7 @@ class Pool:
         return None
 
     def _release(self, conn: Connection) -> None:
-        if not conn.reusable:
+        if self._closed or not conn.reusable:
             conn.close()
             return
         assert conn.head is not None  # reusable means answered
@@ -228,6 +233,9 @@ class Pool:
             self.stats.closed_after_send += 1
 
     def close(self) -> None:
+        """Close every connection, idle or still carrying a response (whose reader then
+        gets an :class:`UpstreamBodyError`); a response released later is closed too."""
+        self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -236,6 +244,8 @@ class Pool:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+        for conn in list(self._live):
+            conn.close()
 
 
 def _keepalive_timeout(value: str) -> float:

@@ -2,11 +2,15 @@
 
 A response whose body was read to its end on a keep-alive connection returns the
 connection to the pool; anything else (a cancelled stream, an error, a body over the
-cap) closes it, which is how a worker learns the client left.
+cap) closes it, which is how a worker learns the client left. A response dropped
+without either closes its connection when it is collected, with a ResourceWarning:
+the event loop holds the connection, so nothing else would ever close it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Callable
 
 from hub.upstream.connection import Connection
@@ -70,3 +74,15 @@ class Response:
         if not self._released:
             self._released = True
             self._conn.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_released", True):  # released, or __init__ never finished
+            return
+        self._released = True
+        conn = self._conn
+        if conn.open:
+            host, port = conn.origin[1], conn.origin[2]
+            warnings.warn(f"upstream response from {host}:{port} was neither released "
+                          "nor closed", ResourceWarning, source=self, stacklevel=1)
+        with contextlib.suppress(RuntimeError):  # the event loop is already closed
+            conn.close()

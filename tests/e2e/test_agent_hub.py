@@ -27,6 +27,7 @@ from tests.e2e.fleet import (
     issue_token,
     wait_for,
 )
+from tests.support.closing import closing
 from tests.support.hubproc import HubProcess
 from tests.support.llama import LlamaWorker
 
@@ -62,7 +63,7 @@ def chat(hub: HubProcess, token: str) -> tuple[int, str, Any]:
 
 def sdk_answer(hub: HubProcess, token: str) -> tuple[str, str]:
     """(serving worker, answer text) through the openai SDK."""
-    client = openai.OpenAI(base_url=hub.base_url, api_key=token, max_retries=0, timeout=30)
+    client = closing(openai.OpenAI(base_url=hub.base_url, api_key=token, max_retries=0, timeout=30))
     raw = client.chat.completions.with_raw_response.create(model="tiny", max_tokens=4,
                                                            messages=MESSAGES)
     completion = raw.parse()

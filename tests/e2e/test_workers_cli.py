@@ -25,6 +25,7 @@ from tests.e2e.fleet import (
     jwt_secret,
     wait_for,
 )
+from tests.support.closing import closing
 from tests.support.hubproc import FaultWorker, HubProcess
 from tests.support.llama import LlamaWorker
 from tests.support.procs import free_port
@@ -103,7 +104,7 @@ def table(stdout: str) -> dict[str, dict[str, str]]:
 
 def test_table_shows_every_worker(setup: Setup) -> None:
     # Traffic first, so latency is known for the static worker.
-    client = openai.OpenAI(base_url=setup.hub.base_url, api_key=setup.infer, max_retries=0)
+    client = closing(openai.OpenAI(base_url=setup.hub.base_url, api_key=setup.infer, max_retries=0))
     for _ in range(4):
         client.chat.completions.create(model="tiny", max_tokens=2,
                                        messages=[{"role": "user", "content": "hi"}])
@@ -140,7 +141,7 @@ def test_drain_and_undrain(setup: Setup) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("worker static1: draining"), out.stdout
     assert admin_workers(setup.hub, setup.admin)["static1"]["draining"] is True
-    client = openai.OpenAI(base_url=setup.hub.base_url, api_key=setup.infer, max_retries=0)
+    client = closing(openai.OpenAI(base_url=setup.hub.base_url, api_key=setup.infer, max_retries=0))
     served = {client.chat.completions.with_raw_response.create(
         model="tiny", max_tokens=1, messages=[{"role": "user", "content": "hi"}]
     ).headers["x-spokehub-worker"] for _ in range(6)}

@@ -15,6 +15,7 @@ from typing import Any
 
 import openai
 
+from tests.support.closing import closing
 from tests.support.hubproc import HubProcess
 from tests.support.llama import LlamaWorker
 
@@ -59,7 +60,7 @@ def test_heartbeat_registers_routable_worker_and_ttl_expires_it(
     name = f"box1-llamacpp-{worker.port}"  # the hub's name; the agent's is a label
     assert status == 200 and doc["accepted"] == [name] and doc["rejected"] == []
     wait_for(lambda: hub.workers()[name]["healthy"])
-    client = openai.OpenAI(base_url=hub.base_url, api_key="x", max_retries=0)
+    client = closing(openai.OpenAI(base_url=hub.base_url, api_key="x", max_retries=0))
     resp = client.chat.completions.with_raw_response.create(
         model="boxmodel", messages=[{"role": "user", "content": "hi"}], max_tokens=1)
     assert resp.headers["x-spokehub-worker"] == name

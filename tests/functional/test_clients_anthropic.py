@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import workers_config
 from tests.support.clients import AuthHub
+from tests.support.closing import closing
 from tests.support.llama import LlamaWorker
 from tests.support.procs import free_port
 
@@ -34,8 +35,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory,
 
 
 def client(hub: AuthHub, token: str | None = None) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=hub.url, api_key=token or hub.token("infer"),
-                               max_retries=0, timeout=60)
+    return closing(anthropic.Anthropic(base_url=hub.url, api_key=token or hub.token("infer"),
+                               max_retries=0, timeout=60))
 
 
 def test_messages_create(hub: AuthHub) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import workers_config
 from tests.support.clients import AuthHub
+from tests.support.closing import closing
 from tests.support.llama import LlamaWorker
 from tests.support.ollama_proc import OllamaFake
 
@@ -39,8 +40,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory, llama_pair: tuple[LlamaWorker,
 
 
 def client(hub: AuthHub, token: str | None = None) -> ollama.Client:
-    return ollama.Client(host=hub.url, timeout=60,
-                         headers={"Authorization": f"Bearer {token or hub.token('infer')}"})
+    return closing(ollama.Client(host=hub.url, timeout=60, headers={
+        "Authorization": f"Bearer {token or hub.token('infer')}"}))
 
 
 def test_chat(hub: AuthHub) -> None:

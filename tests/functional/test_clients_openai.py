@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import workers_config
 from tests.support.clients import AuthHub
+from tests.support.closing import closing
 from tests.support.llama import LlamaWorker
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Say something."}]
@@ -25,8 +26,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory,
 
 
 def client(hub: AuthHub) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{hub.url}/v1", api_key=hub.token("infer"), max_retries=0,
-                         timeout=60)
+    return closing(openai.OpenAI(base_url=f"{hub.url}/v1", api_key=hub.token("infer"),
+                                 max_retries=0, timeout=60))
 
 
 def test_responses_create(hub: AuthHub) -> None:
@@ -71,11 +72,12 @@ def test_responses_errors_are_openai_shaped(hub: AuthHub) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client(hub).responses.create(model="nope", input="x")
     assert missing.value.code == "model_not_found"
-    bad = openai.OpenAI(base_url=f"{hub.url}/v1", api_key="not-a-token", max_retries=0)
+    bad = closing(openai.OpenAI(base_url=f"{hub.url}/v1", api_key="not-a-token",
+                                max_retries=0))
     with pytest.raises(openai.AuthenticationError):
         bad.responses.create(model="tiny", input="x")
-    agent_only = openai.OpenAI(base_url=f"{hub.url}/v1", api_key=hub.token("agent"),
-                               max_retries=0)
+    agent_only = closing(openai.OpenAI(base_url=f"{hub.url}/v1", api_key=hub.token("agent"),
+                                       max_retries=0))
     with pytest.raises(openai.PermissionDeniedError) as denied:
         agent_only.responses.create(model="tiny", input="x")
     assert denied.value.code == "insufficient_scope"

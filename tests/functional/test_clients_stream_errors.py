@@ -19,6 +19,7 @@ import ollama
 import openai
 import pytest
 
+from tests.support.closing import closing
 from tests.support.hubproc import FaultWorker, HubProcess
 from tests.support.llama import LlamaWorker
 
@@ -47,7 +48,8 @@ def test_responses_stream_cut_ends_with_a_responses_error_event(
         make_fault: Callable[..., FaultWorker], make_hub: Callable[..., HubProcess],
         mode: str) -> None:
     hub = _hub(make_hub, make_fault(mode=mode, chunks=3))
-    client = openai.OpenAI(base_url=hub.base_url, api_key="unused", max_retries=0, timeout=30)
+    client = closing(openai.OpenAI(base_url=hub.base_url, api_key="unused", max_retries=0,
+                                   timeout=30))
     events = list(client.responses.create(model="fault-model", input="hi", stream=True))
     assert [e.type for e in events[:3]] == ["response.output_text.delta"] * 3
     last: Any = events[-1]
@@ -64,7 +66,8 @@ def test_messages_stream_cut_ends_with_anthropics_error_event(
         make_fault: Callable[..., FaultWorker], make_hub: Callable[..., HubProcess],
         mode: str) -> None:
     hub = _hub(make_hub, make_fault(mode=mode, chunks=3))
-    client = anthropic.Anthropic(base_url=hub.url, api_key="unused", max_retries=0, timeout=30)
+    client = closing(anthropic.Anthropic(base_url=hub.url, api_key="unused", max_retries=0,
+                                         timeout=30))
     seen: list[str] = []
     with pytest.raises(anthropic.APIStatusError) as err:
         for event in client.messages.create(model="fault-model", max_tokens=8,
@@ -91,7 +94,7 @@ def test_a_finished_stream_is_not_touched(make_fault: Callable[..., FaultWorker]
 def test_ollama_stream_cut_ends_with_an_error_line(make_fault: Callable[..., FaultWorker],
                                                    make_hub: Callable[..., HubProcess]) -> None:
     hub = _hub(make_hub, make_fault(mode="no_done", chunks=3))
-    client = ollama.Client(host=hub.url, timeout=30)
+    client = closing(ollama.Client(host=hub.url, timeout=30))
     parts: list[ollama.ChatResponse] = []
     with pytest.raises(ollama.ResponseError) as err:
         parts.extend(client.chat(model="fault-model", messages=MESSAGES, stream=True))
@@ -110,9 +113,9 @@ def test_new_routes_fail_over_before_the_first_byte(
     """A worker answering 500 is charged and the next one answers, on every API."""
     broken = make_fault(model="tiny", mode="error500")
     hub = _hub(make_hub, broken, make_llama())
-    msg = anthropic.Anthropic(base_url=hub.url, api_key="x", max_retries=0).messages \
+    msg = closing(anthropic.Anthropic(base_url=hub.url, api_key="x", max_retries=0)).messages \
         .with_raw_response.create(model="tiny", max_tokens=2, messages=MESSAGES)
-    resp = openai.OpenAI(base_url=hub.base_url, api_key="x", max_retries=0).responses \
+    resp = closing(openai.OpenAI(base_url=hub.base_url, api_key="x", max_retries=0)).responses \
         .with_raw_response.create(model="tiny", input="hi", max_output_tokens=2)
     chat = httpx.post(f"{hub.url}/api/chat", timeout=30, json={
         "model": "tiny", "messages": MESSAGES, "stream": False, "options": {"num_predict": 2}})

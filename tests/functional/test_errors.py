@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.support.closing import closing
 from tests.support.hubproc import FaultWorker, HubProcess
 from tests.support.llama import LlamaWorker
 
@@ -167,7 +168,7 @@ def test_unknown_route_and_method_are_json(hub: tuple[HubProcess, Any]) -> None:
 
 
 def test_sdk_sees_typed_errors_and_hub_survives(hub: tuple[HubProcess, Any]) -> None:
-    c = openai.OpenAI(base_url=hub[0].base_url, api_key="x", max_retries=0, timeout=30)
+    c = closing(openai.OpenAI(base_url=hub[0].base_url, api_key="x", max_retries=0, timeout=30))
     with pytest.raises(openai.InternalServerError) as err:
         c.chat.completions.create(model="err-model", messages=MESSAGES)
     assert err.value.status_code == 502

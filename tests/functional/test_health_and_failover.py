@@ -9,6 +9,7 @@ from typing import Any
 import openai
 
 from tests.conftest import workers_config
+from tests.support.closing import closing
 from tests.support.hubproc import HubProcess
 from tests.support.llama import LlamaWorker
 from tests.support.procs import http_status
@@ -17,7 +18,8 @@ MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
 
 def _client(hub: HubProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=hub.base_url, api_key="unused", max_retries=0, timeout=30)
+    return closing(openai.OpenAI(base_url=hub.base_url, api_key="unused", max_retries=0,
+                                 timeout=30))
 
 
 def _wait(pred: Callable[[], bool], timeout: float) -> float:

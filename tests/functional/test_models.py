@@ -9,6 +9,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.support.closing import closing
 from tests.support.hubproc import HubProcess
 from tests.support.llama import LlamaWorker
 from tests.support.ollama_proc import OllamaFake
@@ -48,7 +49,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory,
 
 
 def _client(hub: HubProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=hub.base_url, api_key="x", max_retries=0, timeout=30)
+    return closing(openai.OpenAI(base_url=hub.base_url, api_key="x", max_retries=0, timeout=30))
 
 
 def _served_by(hub: HubProcess, model: str, n: int) -> list[str]:

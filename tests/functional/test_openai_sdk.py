@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import workers_config
+from tests.support.closing import closing
 from tests.support.hubproc import HubProcess
 from tests.support.llama import LlamaWorker
 
@@ -23,7 +24,8 @@ def hub(make_hub: Callable[..., HubProcess],
 
 
 def client(hub: HubProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=hub.base_url, api_key="unused", max_retries=0, timeout=60)
+    return closing(openai.OpenAI(base_url=hub.base_url, api_key="unused", max_retries=0,
+                                 timeout=60))
 
 
 def test_chat_non_stream(hub: HubProcess) -> None:

@@ -45,6 +45,7 @@ from tests.security.support import (
     wait_until,
 )
 from tests.security.upstream import RecordingUpstream
+from tests.support.closing import closing
 from tests.support.hubproc import HubProcess
 from tests.support.procs import ROOT
 
@@ -448,7 +449,8 @@ def test_signed_token_with_out_of_range_time_claim_is_401(ah: AuthHub, claim: st
 
 def test_openai_sdk_end_to_end(ah: AuthHub) -> None:
     token = ah.token(tenant="sdk", scope="infer")
-    client = openai.OpenAI(base_url=ah.hub.base_url, api_key=token, max_retries=0, timeout=15)
+    client = closing(openai.OpenAI(base_url=ah.hub.base_url, api_key=token, max_retries=0,
+                                   timeout=15))
     resp = client.chat.completions.create(model=MODEL, max_tokens=4,
                                           messages=[{"role": "user", "content": "hi"}])
     assert resp.choices[0].message.content == "ok"
@@ -457,14 +459,14 @@ def test_openai_sdk_end_to_end(ah: AuthHub) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert {m.id for m in client.models.list()} >= {MODEL, OTHER}
 
-    bad = openai.OpenAI(base_url=ah.hub.base_url, api_key=ah.note("sk-not-a-jwt"),
-                        max_retries=0, timeout=15)
+    bad = closing(openai.OpenAI(base_url=ah.hub.base_url, api_key=ah.note("sk-not-a-jwt"),
+                        max_retries=0, timeout=15))
     with pytest.raises(openai.AuthenticationError) as auth_exc:
         bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert auth_exc.value.status_code == 401
     assert auth_exc.value.code == "invalid_api_key"
-    agent = openai.OpenAI(base_url=ah.hub.base_url, api_key=ah.token(scope="agent"),
-                          max_retries=0, timeout=15)
+    agent = closing(openai.OpenAI(base_url=ah.hub.base_url, api_key=ah.token(scope="agent"),
+                          max_retries=0, timeout=15))
     with pytest.raises(openai.PermissionDeniedError) as perm_exc:
         agent.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert perm_exc.value.code == "insufficient_scope"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -31,9 +32,14 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     servers: list[asyncio.Server] = []
+    writers: list[asyncio.StreamWriter] = []
 
     async def start(handler: Handler) -> str:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)  # closed below even if the handler never does
+            await handler(reader, writer)
+
+        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
         servers.append(server)
         port = server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}/v1/x"
@@ -42,6 +48,10 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     for s in servers:
         s.close()
         await s.wait_closed()
+    for writer in writers:  # a closed server leaves its accepted connections open
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
@@ -93,12 +103,15 @@ async def test_body_cut_short_and_garbage(serve: Callable[[Handler], Awaitable[s
         writer.write(b"SPDY/9 what\r\n\r\n")
         await writer.drain()
 
-    resp = await Pool().request("POST", await serve(short), {}, b"", 1.0)
+    pool = Pool()
+    resp = await pool.request("POST", await serve(short), {}, b"", 1.0)
     assert await resp.readany() == b"partial"
     with pytest.raises(UpstreamBodyError):
         await resp.readany()
+    resp.close()
     with pytest.raises(UpstreamProtocolError):
-        await Pool().request("POST", await serve(garbage), {}, b"", 1.0)
+        await pool.request("POST", await serve(garbage), {}, b"", 1.0)
+    pool.close()
 
 
 async def test_stream_backpressure_and_until_close(
@@ -114,7 +127,8 @@ async def test_stream_backpressure_and_until_close(
             await writer.drain()
         writer.close()
 
-    resp = await Pool().request("POST", await serve(big), {}, b"", 1.0)
+    pool = Pool()
+    resp = await pool.request("POST", await serve(big), {}, b"", 1.0)
     got = 0
     peak = 0
     while chunk := await resp.readany():
@@ -124,6 +138,8 @@ async def test_stream_backpressure_and_until_close(
     assert got == (total // 1026) * 1026
     assert peak < 1024 * 1024  # reading paused instead of buffering the whole body
     assert resp.is_eof()
+    resp.close()
+    pool.close()
 
 
 def test_host_header_for_ipv6_and_default_ports() -> None:
@@ -132,3 +148,33 @@ def test_host_header_for_ipv6_and_default_ports() -> None:
     target = split_url("https://api.example.com/v1/chat?x=1")
     assert (target.request_target, target.authority) == ("/v1/chat?x=1", "api.example.com")
     assert split_url("http://10.0.0.5:11434/api").authority == "10.0.0.5:11434"
+
+
+async def _half_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+    await writer.drain()
+    await reader.read()  # until the client closes
+    writer.close()
+
+
+async def test_close_also_ends_connections_still_carrying_a_response(
+        serve: Callable[[Handler], Awaitable[str]]) -> None:
+    pool = Pool()
+    resp = await pool.request("POST", await serve(_half_answer), {}, b"", 1.0)
+    pool.close()
+    with pytest.raises(UpstreamBodyError):
+        await resp.read()
+    resp.release()
+    assert pool.idle_count() == 0 and not pool._live
+
+
+async def test_a_dropped_response_closes_its_connection_with_a_warning(
+        serve: Callable[[Handler], Awaitable[str]]) -> None:
+    pool = Pool()
+    resp = await pool.request("POST", await serve(_half_answer), {}, b"", 1.0)
+    conn = resp._conn
+    with pytest.warns(ResourceWarning, match="neither released nor closed"):
+        del resp
+    assert not conn.open
+    pool.close()

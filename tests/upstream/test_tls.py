@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import ssl
 import subprocess
@@ -68,3 +69,7 @@ async def test_tls_connections_are_reused_and_idle_closes_are_seen(
     pool.close()
     server.close()
     await server.wait_closed()
+    for writer in writers:  # a closed server leaves its accepted connections open
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
