@@ -154,9 +154,11 @@ class Attempt:
             self._release()
 
     def _streams(self, up: Response) -> bool:
-        """Relay as a stream: the client asked for one and the worker is sending one
-        (a route that cannot stream, e.g. embeddings, answers JSON whatever ``stream``
-        said; a translator's own wire format is its business)."""
+        """Relay as a stream: the client asked for one and the worker is sending one.
+        Whether a route can stream at all is the API surface's call (``call.stream``);
+        this only covers a worker that answers a streaming request with one whole JSON
+        body, which is passed on whole rather than failed as a stream without events.
+        A translator's own wire format is its business."""
         if not self.call.stream or up.status != 200:
             return False
         return self.translator is not None or up.header(
