@@ -11,7 +11,8 @@ fi
 start=$(date +%s)
 # prometheus (with promtool) and docker-compose: tests/deploy checks the alert rules,
 # runs a real Prometheus against a hub and validates deploy/docker-compose.yml.
-SPOKEHUB_APT_EXTRA="${SPOKEHUB_APT_EXTRA:-systemd chromium fonts-dejavu-core wrk prometheus docker-compose}" bash scripts/setup.sh
+# redis-server and haproxy: several hubs sharing state, behind a real load balancer.
+SPOKEHUB_APT_EXTRA="${SPOKEHUB_APT_EXTRA:-systemd chromium fonts-dejavu-core wrk prometheus docker-compose redis-server haproxy}" bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy --strict"
