@@ -21,6 +21,7 @@ from hub.resilience.outlier import OutlierConfig, parse_outlier
 from hub.resilience.retry_budget import RetryBudgetConfig, parse_retry_budget
 from hub.routing.cache_aware import CacheAwareConfig, parse_cache_aware
 from hub.routing.vram_weighted import VramWeightedConfig, parse_vram_weighted
+from hub.state.config import StateConfig, parse_state
 
 __all__ = [
     "ROUTING_POLICIES",
@@ -127,6 +128,7 @@ class Config:
     resilience: Resilience = field(default_factory=Resilience)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     workers: tuple[WorkerSpec, ...] = ()
     log_level: str = "info"
     shutdown_grace_s: float = 30.0
@@ -234,6 +236,7 @@ def parse_config(raw: object) -> Config:
         resilience=_resilience(root.section("resilience")),
         metrics=parse_metrics(root.get("metrics")),
         tracing=parse_tracing(root.get("tracing")),
+        state=parse_state(root.get("state")),
         workers=tuple(workers),
         log_level=root.text("log_level", "info",
                             choices=("debug", "info", "warning", "error")),

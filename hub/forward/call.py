@@ -20,6 +20,8 @@ class Call:
     content_type: str = "application/json"  # of body (multipart for audio uploads)
     stream: bool = False
     tenant: str = "-"
+    priority: str = "interactive"  # the request's class in the worker queue
+    tier: str = "local"  # who answered: "local" workers or the "fallback" upstream
     worker: str | None = None
     attempts: int = 0
     status: int = 0

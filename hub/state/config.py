@@ -1,0 +1,62 @@
+"""The ``state:`` section: where hub processes share their state.
+
+::
+
+    state:
+      backend: memory               # memory (one hub process) | redis (several hubs)
+      url_env: SPOKEHUB_REDIS_URL   # the environment variable holding the Redis URL
+                                    # (redis://, rediss:// or unix://; never in the file)
+      namespace: spokehub           # key prefix: hubs of one fleet share it
+      rate_limits_on_outage: open   # open: each hub limits alone while Redis is down;
+                                    # closed: requests of rate-limited tenants get 503
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from hub.config.kit import ConfigError, Section
+
+STATE_BACKENDS = ("memory", "redis")
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    backend: str = "memory"
+    url_env: str = "SPOKEHUB_REDIS_URL"
+    namespace: str = "spokehub"
+    rate_limits_on_outage: str = "open"
+
+    @property
+    def shared(self) -> bool:
+        return self.backend == "redis"
+
+    def url(self) -> str:
+        """The Redis URL from the environment; raises ConfigError naming the variable."""
+        value = os.environ.get(self.url_env, "").strip()
+        if not value:
+            raise ConfigError(f"state.url_env: the environment variable {self.url_env} "
+                              f"is not set (state.backend: redis needs a Redis URL)")
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"state.url_env: {self.url_env} must hold a redis://, "
+                              f"rediss:// or unix:// URL")
+        return value
+
+
+def parse_state(raw: object, path: str = "state") -> StateConfig:
+    s = Section(raw, path)
+    d = StateConfig()
+    out = StateConfig(
+        backend=s.text("backend", d.backend, choices=STATE_BACKENDS),
+        url_env=s.text("url_env", d.url_env),
+        namespace=s.text("namespace", d.namespace),
+        rate_limits_on_outage=s.text("rate_limits_on_outage", d.rate_limits_on_outage,
+                                     choices=("open", "closed")))
+    s.done()
+    if not _NAMESPACE_RE.match(out.namespace):
+        raise ConfigError(f"{path}.namespace: 1-64 letters, digits or _.:- "
+                          f"(got {out.namespace!r})")
+    return out
