@@ -19,6 +19,7 @@ from aiohttp import web
 
 from hub.backends import backend_for
 from hub.backends.base import Translator
+from hub.cache.header import cache_header
 from hub.config.schema import Timeouts
 from hub.errors import (
     BadRequest,
@@ -189,7 +190,8 @@ class Attempt:
         if up.status == 200:
             self._account_whole(raw)
         headers = {"Content-Type": content_type, "X-Request-ID": call.request_id,
-                   "X-Spokehub-Worker": self.worker.name, **route_header(call)}
+                   "X-Spokehub-Worker": self.worker.name, **route_header(call),
+                   **cache_header(call)}
         if call.trace is not None:
             headers["X-Trace-Id"] = call.trace.trace_id
         return web.Response(status=up.status, body=answer, headers=headers)
@@ -225,7 +227,8 @@ class Attempt:
                    "Cache-Control": "no-cache",
                    "X-Accel-Buffering": "no",
                    "X-Request-ID": call.request_id,
-                   "X-Spokehub-Worker": self.worker.name, **route_header(call)}
+                   "X-Spokehub-Worker": self.worker.name, **route_header(call),
+                   **cache_header(call)}
         if call.trace is not None:
             headers["X-Trace-Id"] = call.trace.trace_id
         out = self.out = web.StreamResponse(status=200, headers=headers)
