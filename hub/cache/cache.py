@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hub.cache.assemble import RecordingTap, assemble
 from hub.cache.config import ResponseCacheConfig
 from hub.cache.header import BYPASS, HIT, MISS
 from hub.cache.key import cache_key, canonical_body
@@ -29,6 +30,8 @@ from hub.cache.store import Entry, Store
 from hub.forward.call import Call
 
 log = logging.getLogger("spokehub.cache")
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+RECORD_FACTOR = 4  # a stream's events take a few times its answer's bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ class ResponseCache:
             return Plan(None, None)
         key = cache_key(self.pepper, call.tenant, call.route, call.model,
                         canonical_body(payload))
+        if call.stream:
+            call.cache_record = RECORD_FACTOR * self.store.max_entry_bytes
         if not decision.read:
             return Plan(key, None)
         entry = self.store.get(key)
@@ -83,10 +88,13 @@ class ResponseCache:
         return Plan(key, entry)
 
     def fill(self, plan: Plan, call: Call, response: web.StreamResponse) -> None:
-        """Store a worker's whole 200 JSON answer under the plan's key."""
+        """Store a worker's whole 200 JSON answer, or the whole answer a relayed stream
+        spelled out (``assemble``), under the plan's key."""
         key = plan.key
-        if key is None or not call.answered or response.status != 200 \
-                or not isinstance(response, web.Response):
+        if key is None or not call.answered or response.status != 200:
+            return
+        if not isinstance(response, web.Response):
+            self._fill_stream(key, call)
             return
         body = response.body
         if not isinstance(body, bytes) or len(body) > self.store.max_entry_bytes:
@@ -101,6 +109,15 @@ class ResponseCache:
         except (ValueError, RecursionError):
             return
         if replayable(call.route, doc) and self.store.put(key, body, content_type):
+            self.stored += 1
+
+    def _fill_stream(self, key: bytes, call: Call) -> None:
+        tap = call.tap
+        if not isinstance(tap, RecordingTap) or tap.events is None:
+            return
+        doc = assemble(call.route, b"".join(tap.events), call.usage)
+        if doc is not None and replayable(call.route, doc) and self.store.put(
+                key, _dumps(doc).encode("utf-8", "surrogatepass"), "application/json"):
             self.stored += 1
 
     def __repr__(self) -> str:

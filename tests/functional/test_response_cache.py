@@ -15,7 +15,6 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -158,19 +157,30 @@ def test_streamed_request_replays_a_stored_answer(
     assert all(p.usage is None for p in parts)
 
 
-def test_a_streamed_miss_is_relayed_and_not_stored(
+def test_a_streamed_miss_is_stored_as_the_whole_answer(
         llama_pair: tuple[LlamaWorker, LlamaWorker], make_hub: MakeHub) -> None:
     t = Tenants(make_hub, llama_pair[0])
-    body = {**CHAT, "stream": True}
-    for _ in range(2):
-        with httpx.Client(timeout=60) as http:
-            resp = http.post(f"{t.hub.base_url}/chat/completions", json=body,
-                             headers=t.headers("acme"))
-        assert resp.status_code == 200
-        assert resp.headers["x-spokehub-cache"] == "miss"
-        assert resp.headers["x-spokehub-worker"] == "w0"
-        assert resp.text.rstrip().endswith("data: [DONE]")
-    assert counts(scrape(t.hub))["stores"] == 0
+    sdk = t.client("acme")
+    raw = sdk.chat.completions.with_raw_response.create(**CHAT, stream=True)
+    assert raw.headers["x-spokehub-cache"] == "miss"
+    assert raw.headers["x-spokehub-worker"] == "w0"  # relayed from the worker
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = next(c.choices[0].finish_reason for c in reversed(chunks)
+                  if c.choices and c.choices[0].finish_reason)
+    s = counts(scrape(t.hub))
+    assert (s["stores"], s["entries"]) == (1, 1)
+    raw = sdk.chat.completions.with_raw_response.create(**CHAT)  # non-stream: a hit
+    assert raw.headers["x-spokehub-cache"] == "hit"
+    whole = raw.parse()
+    assert whole.id == chunks[0].id and whole.object == "chat.completion"
+    assert whole.choices[0].message.content == text and text
+    assert whole.choices[0].finish_reason == finish
+    assert whole.usage is not None and whole.usage.completion_tokens > 0  # from timings
+    again = list(sdk.chat.completions.create(**CHAT, stream=True))  # and a streamed hit
+    assert "".join(c.choices[0].delta.content or "" for c in again if c.choices) == text
+    s = counts(scrape(t.hub))
+    assert (s["hits"], s["misses"], s["stores"]) == (2, 1, 1)
 
 
 def test_cache_control_and_non_deterministic_requests_bypass(
