@@ -9,8 +9,9 @@ from hub.ledger.totals import Totals
 from hub.ledger.windows import Windows
 
 
-def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> float:
-    return float(calendar.timegm((y, mo, d, h, mi, s)))
+def utc(*when: int) -> float:
+    """Unix seconds of a UTC time given as year, month, day[, hour, minute, second]."""
+    return float(calendar.timegm((*when, 0, 0, 0)[:6]))
 
 
 def test_unlimited_is_ok() -> None:
