@@ -30,7 +30,7 @@ from tests.security.support import AUDIENCE, ISSUER, claims, hmac_secret, sign
 from tests.support.closing import closing
 from tests.support.hubproc import HubProcess
 from tests.support.llama import LlamaWorker
-from tests.support.observe import post, scrape, wait_for
+from tests.support.observe import Scrape, post, scrape, wait_for
 from tests.support.procs import ROOT
 
 MakeHub = Callable[..., HubProcess]
@@ -116,8 +116,11 @@ def test_ledger_sums_equal_the_answers_usage_and_survive_a_restart(
         prompt, completion, 0)
     assert row["cost"] == pytest.approx(cost)
     # The file itself, read with sqlite3 while the hub runs (WAL), once the batch is in.
-    on_disk = wait_for(lambda: ledger_rows(path).get("tiny", (0,))[0] == 6 and ledger_rows(path),
-                       DEADLINE_S, "the batch committed")
+    def committed() -> dict[str, tuple[int, int, int, float]] | None:
+        rows = ledger_rows(path)
+        return rows if "tiny" in rows and rows["tiny"][0] == 6 else None
+
+    on_disk = wait_for(committed, DEADLINE_S, "the batch committed")
     assert on_disk["tiny"][:3] == (6, prompt, completion)
     assert on_disk["tiny"][3] == pytest.approx(cost)
     metrics = scrape(hub)
@@ -193,8 +196,11 @@ def test_budgets_reject_soft_and_no_spill(
     assert thrifty.usage is not None and thrifty.usage.total_tokens >= 10
 
     auth = {"Authorization": f"Bearer {admin}"}
-    states = wait_for(lambda: (m := scrape(hub, auth)).get(
-        "spokehub_budget_state", tenant="thrifty") == 1 and m, DEADLINE_S, "thrifty is soft")
+    def soft_state() -> Scrape | None:
+        m = scrape(hub, auth)
+        return m if m.get("spokehub_budget_state", tenant="thrifty") == 1 else None
+
+    states = wait_for(soft_state, DEADLINE_S, "thrifty is soft")
     assert states.get("spokehub_budget_state", tenant="capped") == 2
     assert states.get("spokehub_budget_state", tenant="local-only") == 2
     assert states.get("spokehub_budget_used_ratio", tenant="thrifty", window="monthly",
