@@ -18,7 +18,7 @@ from typing import Any
 
 from hub.errors import HubError
 from hub.forward.call import Call
-from hub.ledger.budgets import Budget, BudgetsConfig, State, Used, Verdict, judge
+from hub.ledger.budgets import OK, Budget, BudgetsConfig, State, Used, Verdict, judge
 from hub.ledger.config import LedgerConfig
 from hub.ledger.prices import Prices
 from hub.ledger.query import UsageQuery
@@ -57,6 +57,9 @@ class Ledger:
         self.tenant_label = tenant_label  # bounded metric labels (metrics.max_tenants)
         self.costs: dict[tuple[str, str, str], float] = {}  # (tenant label, model, tier)
         self._announced: set[tuple[str, str, int, State]] = set()
+        # Verdicts by tenant for the windows they were judged in: a check is a lookup.
+        self._verdicts: dict[str, Verdict] = {}
+        self._judged_in: Windows | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -71,6 +74,7 @@ class Ledger:
 
         daily, monthly = await asyncio.wrap_future(self.writer.call(load))
         self.totals.load(now, daily, monthly)
+        self._verdicts.clear()
         log.info("ledger at %s: %d tenants have usage this month", self.path, len(monthly))
 
     async def stop(self) -> None:
@@ -83,6 +87,7 @@ class Ledger:
         self.prices = prices
         self.budgets = budgets
         self.config = config
+        self._verdicts.clear()
 
     # -- the request path --------------------------------------------------------------------
 
@@ -103,15 +108,26 @@ class Ledger:
         if cost:
             key = (self.tenant_label(tenant), call.model, call.tier)
             self.costs[key] = self.costs.get(key, 0.0) + cost
+        self._verdicts.pop(tenant, None)
         budget = self.budgets.for_tenant(tenant)
         if not budget.unlimited:
-            self._announce(tenant, budget, judge(budget, *self.totals.used(tenant, now)))
+            self._announce(tenant, budget, self._verdict(tenant, budget, now))
+
+    def _verdict(self, tenant: str, budget: Budget, now: float) -> Verdict:
+        windows = self.totals.roll(now)
+        if windows is not self._judged_in:  # a new day: every verdict is stale
+            self._verdicts.clear()
+            self._judged_in = windows
+        verdict = self._verdicts.get(tenant)
+        if verdict is None:
+            verdict = self._verdicts[tenant] = judge(budget, *self.totals.used(tenant, now))
+        return verdict
 
     def verdict(self, tenant: str) -> Verdict:
         budget = self.budgets.for_tenant(tenant)
         if budget.unlimited:
-            return Verdict(State.OK)
-        return judge(budget, *self.totals.used(tenant, self.clock()))
+            return OK
+        return self._verdict(tenant, budget, self.clock())
 
     def check(self, tenant: str) -> None:
         """Before forwarding: raises InsufficientQuota (429) when the tenant's hard
@@ -120,7 +136,7 @@ class Ledger:
         if budget.unlimited or budget.on_hard != "reject":
             return
         now = self.clock()
-        verdict = judge(budget, *self.totals.used(tenant, now))
+        verdict = self._verdict(tenant, budget, now)
         if verdict.state is State.HARD:
             window = verdict.window or "monthly"
             retry = max(1, int(self.totals.windows.end(window) - now))
@@ -135,7 +151,7 @@ class Ledger:
         budget = self.budgets.for_tenant(tenant)
         if budget.unlimited:
             return True
-        return judge(budget, *self.totals.used(tenant, self.clock())).state is not State.HARD
+        return self._verdict(tenant, budget, self.clock()).state is not State.HARD
 
     def _announce(self, tenant: str, budget: Budget, verdict: Verdict) -> None:
         """Log once per tenant, window and state when a soft or hard limit is reached."""
