@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 from hub.config.kit import ConfigError, Section
 
@@ -47,28 +48,33 @@ class Budget:
     soft_ratio: float = 0.8
     on_hard: str = "no_spill"
 
-    @property
-    def unlimited(self) -> bool:
-        return self.limits() == ()
+    _limits: tuple[tuple[str, str, float], ...] = field(init=False, repr=False,
+                                                        compare=False, default=())
 
-    def limits(self) -> tuple[tuple[str, str, float], ...]:
-        """(window, kind, limit) of every limit set."""
-        out = []
+    def __post_init__(self) -> None:
+        limits = []
         for window, kind, value in (("daily", "tokens", self.daily_tokens),
                                     ("monthly", "tokens", self.monthly_tokens),
                                     ("daily", "cost", self.daily_cost),
                                     ("monthly", "cost", self.monthly_cost)):
             if value is not None:
-                out.append((window, kind, float(value)))
-        return tuple(out)
+                limits.append((window, kind, float(value)))
+        object.__setattr__(self, "_limits", tuple(limits))
+
+    @property
+    def unlimited(self) -> bool:
+        return not self._limits
+
+    def limits(self) -> tuple[tuple[str, str, float], ...]:
+        """(window, kind, limit) of every limit set."""
+        return self._limits
 
 
 UNLIMITED = Budget()
 
 
-@dataclass(frozen=True, slots=True)
-class Used:
-    """A tenant's usage in one window."""
+class Used(NamedTuple):
+    """A tenant's usage in one window (a tuple: made on every request, cheaply)."""
 
     tokens: int = 0
     cost: float = 0.0
@@ -80,36 +86,44 @@ class Used:
 NOTHING = Used()
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     state: State
     window: str | None = None  # the window and kind of the worst limit
     kind: str | None = None
-    ratios: tuple[tuple[str, str, float], ...] = ()  # (window, kind, used / limit)
 
 
 OK = Verdict(State.OK)
+_OK, _SOFT, _HARD = State.OK, State.SOFT, State.HARD  # plain names: no enum lookups
 
 
 def judge(budget: Budget, daily: Used, monthly: Used) -> Verdict:
     """The budget's verdict on a tenant's usage today and this month: the worst limit
     wins (hard over soft; a monthly limit over a daily one at the same state, since it
-    lasts longer)."""
-    limits = budget.limits()
-    if not limits:
-        return OK
-    state = State.OK
-    where: tuple[str | None, str | None] = (None, None)
-    ratios: list[tuple[str, str, float]] = []
-    for window, kind, limit in limits:
-        used = (daily if window == "daily" else monthly).of(kind)
-        ratio = used / limit if limit > 0 else (1.0 if used > 0 else 0.0)
-        ratios.append((window, kind, ratio))
-        s = State.HARD if used >= limit else \
-            State.SOFT if used >= limit * budget.soft_ratio else State.OK
-        if s > state or (s == state and s and window == "monthly"):
+    lasts longer). Runs on every request with a budget: kept to plain comparisons."""
+    state = _OK
+    where: tuple[str, str] | None = None
+    soft_ratio = budget.soft_ratio
+    for window, kind, limit in budget._limits:
+        used = (daily if window == "daily" else monthly)
+        value = used.tokens if kind == "tokens" else used.cost
+        if value >= limit:
+            s = _HARD
+        elif value >= limit * soft_ratio:
+            s = _SOFT
+        else:
+            continue
+        if s > state or (s == state and window == "monthly"):
             state, where = s, (window, kind)
-    return Verdict(state, where[0], where[1], tuple(ratios))
+    return OK if where is None else Verdict(state, where[0], where[1])
+
+
+def ratios(budget: Budget, daily: Used, monthly: Used) -> list[tuple[str, str, float]]:
+    """(window, kind, used / limit) of every limit set (for the metric)."""
+    out = []
+    for window, kind, limit in budget._limits:
+        used = (daily if window == "daily" else monthly).of(kind)
+        out.append((window, kind, used / limit if limit > 0 else (1.0 if used > 0 else 0.0)))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

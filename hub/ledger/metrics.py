@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hub.ledger.budgets import judge
+from hub.ledger.budgets import judge, ratios
 from hub.ledger.ledger import Ledger
 
 OTHER_TENANT = "other"
@@ -50,9 +50,9 @@ class LedgerCollector(Collector):
             label = ledger.tenant_label(tenant)
             if label == OTHER_TENANT and tenant != OTHER_TENANT:
                 continue
-            verdict = judge(budget, *ledger.totals.used(tenant, now))
-            state.add_metric([label], float(verdict.state))
-            for window, kind, value in verdict.ratios:
+            used = ledger.totals.used(tenant, now)
+            state.add_metric([label], float(judge(budget, *used).state))
+            for window, kind, value in ratios(budget, *used):
                 ratio.add_metric([label, window, kind], value)
         yield state
         yield ratio

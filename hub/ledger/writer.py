@@ -1,12 +1,16 @@
 """The one thread that writes the ledger, so a request never waits for a disk.
 
-The event loop hands each finished request's row to :meth:`Writer.put` (a lock-free
-queue append, no I/O). The thread adds rows up into a batch keyed like the table (hour,
-tenant, model, tier), and commits the batch in one transaction when it is
-``flush_interval_s`` old or holds ``flush_rows`` keys, and at :meth:`stop`. A failed
-commit (disk full, locked too long) keeps the batch for the next try and is logged.
+The event loop adds each finished request's row to a pending batch in memory
+(:meth:`Writer.put`: an uncontended lock and a dict update, no I/O, no thread
+wake-up), keyed like the table (hour, tenant, model, tier) so a batch holds one row
+per key however many requests it counts. The thread wakes every
+``flush_interval_s`` (or at once when the batch holds ``flush_rows`` keys, a read is
+asked for, or the hub stops), takes the batch and commits it in one transaction. A
+failed commit (disk full, locked too long) keeps the rows for the next try and is
+logged. The thread sleeping between batches, rather than waking per request, keeps
+it off the event loop's back (the GIL).
 
-Reads go through the same thread (:meth:`call`), after the rows queued before them are
+Reads go through the same thread (:meth:`call`), after the rows put before them are
 committed: an admin query sees every request that had finished when it was asked.
 """
 
@@ -26,7 +30,16 @@ from hub.ledger.windows import DAY, hour_start
 
 log = logging.getLogger("spokehub.ledger")
 T = TypeVar("T")
-_STOP = object()
+
+
+def _merge(into: dict[Key, Row], rows: dict[Key, Row]) -> None:
+    for key, row in rows.items():
+        have = into.get(key)
+        if have is None:
+            into[key] = row
+        else:
+            for i, value in enumerate(row):
+                have[i] += value
 
 
 class Writer:
@@ -37,10 +50,16 @@ class Writer:
         self.flush_rows = flush_rows
         self.retention_days = retention_days
         self.clock = clock
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        # Counts for tests and metrics (read from other threads: ints, no lock needed).
+        self._lock = threading.Lock()
+        self._pending: dict[Key, Row] = {}
+        self._wake = threading.Event()
+        self._calls: queue.SimpleQueue[tuple[Callable[[Store], Any],
+                                             concurrent.futures.Future[Any]]] = \
+            queue.SimpleQueue()
+        self._stopping = False
+        # Counts for tests and metrics (written by the thread only).
         self.commits = 0
         self.rows_committed = 0
         self.commit_errors = 0
@@ -54,24 +73,45 @@ class Writer:
         return self.started
 
     def put(self, key: Key, row: Row) -> None:
-        self.queue.put((key, row))
+        """Add ``row`` (requests, prompt, completion, cost, unreported) under ``key``."""
+        with self._lock:
+            have = self._pending.get(key)
+            if have is None:
+                self._pending[key] = list(row)
+                full = len(self._pending) >= self.flush_rows
+            else:
+                for i, value in enumerate(row):
+                    have[i] += value
+                full = False
+        if full:
+            self._wake.set()
 
     def call(self, fn: Callable[[Store], T]) -> concurrent.futures.Future[T]:
-        """Run ``fn`` on the store in the thread, after committing what was queued."""
+        """Run ``fn`` on the store in the thread, after committing what was put."""
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        if self.thread is None or not self.thread.is_alive():
+        if self.thread is None or not self.thread.is_alive() or self._stopping:
             fut.set_exception(RuntimeError("the ledger is not running"))
             return fut
-        self.queue.put((fn, fut))
+        self._calls.put((fn, fut))
+        self._wake.set()
         return fut
 
     def stop(self, timeout: float | None = None) -> None:
-        """Commit what is queued and close the file (blocking: run it in a thread)."""
-        if self.thread is not None and self.thread.is_alive():
-            self.queue.put(_STOP)
+        """Commit what was put and close the file (blocking: run it in a thread)."""
+        self._stopping = True
+        self._wake.set()
+        if self.thread is not None:
             self.thread.join(timeout)
 
     # -- the thread --------------------------------------------------------------------------
+
+    def _take(self, carry: dict[Key, Row]) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if carry:
+            _merge(carry, batch)
+        else:
+            carry.update(batch)
 
     def _run(self) -> None:
         try:
@@ -80,63 +120,54 @@ class Writer:
             self.started.set_exception(exc)
             return
         self.started.set_result(None)
-        pending: dict[Key, Row] = {}
-        due = 0.0  # monotonic time the pending batch is to be committed by
+        carry: dict[Key, Row] = {}  # taken, not yet committed
         next_prune = 0.0
         try:
-            while True:
+            while not self._stopping:
                 if self.retention_days and self.clock() >= next_prune:
                     next_prune = self.clock() + DAY
                     self._prune(store)
-                timeout = None if not pending else max(0.0, due - time.monotonic())
-                try:
-                    item = self.queue.get(timeout=timeout)
-                except queue.Empty:
-                    if self._commit(store, pending):
-                        continue
-                    due = time.monotonic() + self.flush_interval_s  # retry later
-                    continue
-                if item is _STOP:
-                    break
-                first, second = item
-                if isinstance(first, tuple):
-                    if not pending:
-                        due = time.monotonic() + self.flush_interval_s
-                    row = pending.get(first)
-                    if row is None:
-                        pending[first] = list(second)
-                    else:
-                        for i, value in enumerate(second):
-                            row[i] += value
-                    if len(pending) >= self.flush_rows and not self._commit(store, pending):
-                        due = time.monotonic() + self.flush_interval_s
-                    continue
-                self._commit(store, pending)
-                fut: concurrent.futures.Future[Any] = second
-                if fut.set_running_or_notify_cancel():
-                    try:
-                        fut.set_result(first(store))
-                    except Exception as exc:  # handed to the caller
-                        fut.set_exception(exc)
+                self._wake.wait(self.flush_interval_s)
+                self._wake.clear()
+                self._take(carry)
+                self._commit(store, carry)
+                self._answer(store, carry)
         finally:
-            if pending and not self._commit(store, pending):
+            self._take(carry)
+            if not self._commit(store, carry):
                 log.error("ledger: %d usage rows could not be written at shutdown",
-                          len(pending))
+                          len(carry))
+            self._answer(store, carry)
             store.close()
 
-    def _commit(self, store: Store, pending: dict[Key, Row]) -> bool:
-        if not pending:
+    def _answer(self, store: Store, carry: dict[Key, Row]) -> None:
+        """Run the reads asked for, each after committing what was put before it."""
+        while True:
+            try:
+                fn, fut = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            self._take(carry)  # rows put before this read was asked for
+            self._commit(store, carry)
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(store))
+                except Exception as exc:  # handed to the caller
+                    fut.set_exception(exc)
+
+    def _commit(self, store: Store, rows: dict[Key, Row]) -> bool:
+        if not rows:
             return True
         try:
-            store.add(pending)
+            store.add(rows)
         except sqlite3.Error as exc:
             self.commit_errors += 1
             log.error("ledger: writing %d usage rows to %s failed (kept for the next "
-                      "try): %s", len(pending), self.path, exc)
+                      "try): %s", len(rows), self.path, exc)
             return False
         self.commits += 1
-        self.rows_committed += len(pending)
-        pending.clear()
+        self.rows_committed += len(rows)
+        rows.clear()
         return True
 
     def _prune(self, store: Store) -> None:

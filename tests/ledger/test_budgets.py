@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 
-from hub.ledger.budgets import Budget, State, Used, judge
+from hub.ledger.budgets import Budget, State, Used, judge, ratios
 from hub.ledger.totals import Totals
 from hub.ledger.windows import Windows
 
@@ -25,7 +25,8 @@ def test_soft_and_hard_token_limits() -> None:
     assert (v.state, v.window, v.kind) == (State.SOFT, "daily", "tokens")
     v = judge(b, Used(1000), Used(1000))
     assert (v.state, v.window, v.kind) == (State.HARD, "daily", "tokens")
-    assert v.ratios == (("daily", "tokens", 1.0),)
+    assert ratios(b, Used(1000), Used(1000)) == [("daily", "tokens", 1.0)]
+    assert ratios(Budget(monthly_cost=0.0), Used(), Used()) == [("monthly", "cost", 0.0)]
 
 
 def test_the_worst_limit_wins_and_monthly_beats_daily() -> None:

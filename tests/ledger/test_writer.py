@@ -65,12 +65,15 @@ def test_rows_wait_for_the_batch_then_land_in_one_commit(
 def test_a_full_batch_commits_without_waiting(tmp_path: Path, writers: list[Writer]) -> None:
     path = tmp_path / "ledger.sqlite3"
     w = start(writers, path, flush_interval_s=60.0, flush_rows=3)
-    for model in ("a", "b", "c", "d"):
+    for model in ("a", "b"):
         w.put((HOUR, "acme", model, "local"), [1, 1, 1, 0.0, 0])
+    time.sleep(0.2)
+    assert rows_on_disk(path) == []  # two keys: not full, not due for a minute
+    w.put((HOUR, "acme", "c", "local"), [1, 1, 1, 0.0, 0])
     deadline = time.monotonic() + 30
     while len(rows_on_disk(path)) < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert [r[2] for r in rows_on_disk(path)] == ["a", "b", "c"]  # "d" waits its turn
+    assert [r[2] for r in rows_on_disk(path)] == ["a", "b", "c"]
     assert w.commits == 1
 
 
@@ -90,6 +93,8 @@ def test_stop_commits_and_a_new_writer_adds_on(tmp_path: Path, writers: list[Wri
     w.start().result(10)
     w.put((HOUR, "acme", "tiny", "local"), [2, 20, 8, 1.25, 0])
     w.stop(10)
+    with pytest.raises(RuntimeError):  # stopped: reads are refused
+        w.call(lambda s: None).result(1)
     assert w.thread is not None and not w.thread.is_alive()
     assert rows_on_disk(path) == [(HOUR, "acme", "tiny", "local", 2, 20, 8, 1.25, 0)]
     again = start(writers, path, flush_interval_s=60.0)
