@@ -11,6 +11,9 @@
       flush_rows: 1000        # ... or once this many distinct rows are waiting
       retention_days: 400     # hourly rows older than this are deleted (at start, daily);
                               # 0 keeps everything
+      refresh_s: 0            # several hub processes sharing one file: re-read the day's
+                              # and month's totals this often, so each process's budget
+                              # checks see the others' usage (0: only at start)
 
 A relative ``path`` is taken from the state directory when there is one, else from
 the hub's working directory.
@@ -36,6 +39,7 @@ class LedgerConfig:
     flush_interval_s: float = 0.5
     flush_rows: int = 1000
     retention_days: int = 400
+    refresh_s: float = 0.0
 
     def resolve_path(self, env: Mapping[str, str] | None = None) -> str:
         """The SQLite file to open, or ``:memory:``."""
@@ -58,7 +62,8 @@ def parse_ledger(raw: object, path: str = "ledger") -> LedgerConfig:
     out = LedgerConfig(path=s.text("path"),
                        flush_interval_s=s.number("flush_interval_s", d.flush_interval_s),
                        flush_rows=s.integer("flush_rows", d.flush_rows, lo=1),
-                       retention_days=s.integer("retention_days", d.retention_days, lo=0))
+                       retention_days=s.integer("retention_days", d.retention_days, lo=0),
+                       refresh_s=s.number("refresh_s", d.refresh_s, exclusive_lo=False))
     s.done()
     if 0 < out.retention_days < 32:
         raise ConfigError(f"{s.key('retention_days')}: must be 0 (keep everything) or at "

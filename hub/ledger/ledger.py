@@ -11,7 +11,9 @@ request with 0 tokens and 0 cost, and as ``unreported``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -60,6 +62,9 @@ class Ledger:
         # Verdicts by tenant for the windows they were judged in: a check is a lookup.
         self._verdicts: dict[str, Verdict] = {}
         self._judged_in: Windows | None = None
+        # While a refresh reads the file: what this process recorded since it asked.
+        self._since_refresh: dict[str, list[float]] | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -76,10 +81,53 @@ class Ledger:
         self.totals.load(now, daily, monthly)
         self._verdicts.clear()
         log.info("ledger at %s: %d tenants have usage this month", self.path, len(monthly))
+        if self.config.refresh_s > 0:
+            self._refresher = asyncio.create_task(self._refresh_loop(self.config.refresh_s),
+                                                  name="spokehub-ledger-refresh")
 
     async def stop(self) -> None:
         """Commit what is queued and close the file."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         await asyncio.to_thread(self.writer.stop, STOP_TIMEOUT_S)
+
+    async def refresh(self) -> bool:
+        """Re-read this day's and month's totals from the file, which other hub
+        processes may add to; what this process recorded meanwhile is kept on top.
+        False if the day turned while reading (the next refresh will do)."""
+        now = self.clock()
+        w = self.totals.roll(now)
+        # The read runs after every row recorded so far is committed; rows recorded
+        # from here on are not in it, so they are counted aside and added back.
+        since: dict[str, list[float]] = {}
+        self._since_refresh = since
+
+        def load(store: Store) -> tuple[dict[str, Used], dict[str, Used]]:
+            return store.totals_since(w.day), store.totals_since(w.month)
+
+        try:
+            daily, monthly = await asyncio.wrap_future(self.writer.call(load))
+        finally:
+            self._since_refresh = None
+        if self.totals.roll(self.clock()) is not w:
+            return False
+        for tenant, (tokens, cost) in since.items():
+            for table in (daily, monthly):
+                have = table.get(tenant, Used())
+                table[tenant] = Used(have.tokens + int(tokens), have.cost + cost)
+        self.totals.load(now, daily, monthly)
+        self._verdicts.clear()
+        return True
+
+    async def _refresh_loop(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.refresh()
+            except (RuntimeError, sqlite3.Error) as exc:
+                log.error("ledger: re-reading totals from %s failed: %s", self.path, exc)
 
     def configure(self, prices: Prices, config: LedgerConfig, budgets: BudgetsConfig) -> None:
         """A reload: new prices apply to requests that finish from now on, new budgets
@@ -105,6 +153,14 @@ class Ledger:
         self.writer.put((hour_start(now), tenant, call.model, call.tier),
                         [1, prompt, completion, cost, 0 if usage else 1])
         self.totals.add(tenant, prompt + completion, cost, now)
+        since = self._since_refresh
+        if since is not None:
+            aside = since.get(tenant)
+            if aside is None:
+                since[tenant] = [prompt + completion, cost]
+            else:
+                aside[0] += prompt + completion
+                aside[1] += cost
         if cost:
             key = (self.tenant_label(tenant), call.model, call.tier)
             self.costs[key] = self.costs.get(key, 0.0) + cost

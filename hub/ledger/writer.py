@@ -55,9 +55,10 @@ class Writer:
         self._lock = threading.Lock()
         self._pending: dict[Key, Row] = {}
         self._wake = threading.Event()
+        # Reads asked for, each with the rows put before it (the batch it closed).
         self._calls: queue.SimpleQueue[tuple[Callable[[Store], Any],
-                                             concurrent.futures.Future[Any]]] = \
-            queue.SimpleQueue()
+                                             concurrent.futures.Future[Any],
+                                             dict[Key, Row]]] = queue.SimpleQueue()
         self._stopping = False
         # Counts for tests and metrics (written by the thread only).
         self.commits = 0
@@ -92,7 +93,9 @@ class Writer:
         if self.thread is None or not self.thread.is_alive() or self._stopping:
             fut.set_exception(RuntimeError("the ledger is not running"))
             return fut
-        self._calls.put((fn, fut))
+        with self._lock:  # the rows put so far go with it, and only those
+            batch, self._pending = self._pending, {}
+            self._calls.put((fn, fut, batch))
         self._wake.set()
         return fut
 
@@ -106,7 +109,11 @@ class Writer:
     # -- the thread --------------------------------------------------------------------------
 
     def _take(self, carry: dict[Key, Row]) -> None:
+        """Move the pending rows to ``carry``; not while a read waits, since rows put
+        after it was asked for must not be committed before it runs."""
         with self._lock:
+            if not self._calls.empty():
+                return
             batch, self._pending = self._pending, {}
         if carry:
             _merge(carry, batch)
@@ -129,25 +136,25 @@ class Writer:
                     self._prune(store)
                 self._wake.wait(self.flush_interval_s)
                 self._wake.clear()
+                self._answer(store, carry)
                 self._take(carry)
                 self._commit(store, carry)
-                self._answer(store, carry)
         finally:
+            self._answer(store, carry)
             self._take(carry)
             if not self._commit(store, carry):
                 log.error("ledger: %d usage rows could not be written at shutdown",
                           len(carry))
-            self._answer(store, carry)
             store.close()
 
     def _answer(self, store: Store, carry: dict[Key, Row]) -> None:
         """Run the reads asked for, each after committing what was put before it."""
         while True:
             try:
-                fn, fut = self._calls.get_nowait()
+                fn, fut, batch = self._calls.get_nowait()
             except queue.Empty:
                 return
-            self._take(carry)  # rows put before this read was asked for
+            _merge(carry, batch)
             self._commit(store, carry)
             if fut.set_running_or_notify_cancel():
                 try:

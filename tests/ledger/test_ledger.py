@@ -4,6 +4,7 @@ logging."""
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import json
 import logging
@@ -196,3 +197,35 @@ async def test_in_memory_ledger_answers_queries(tmp_path: Path) -> None:
         assert (rows[0]["requests"], rows[0]["total_tokens"]) == (1, 7)
     finally:
         await ledger.stop()
+
+
+async def test_processes_sharing_a_file_see_each_others_usage(tmp_path: Path) -> None:
+    budgets = parse_budgets({"default": {"daily_tokens": 100, "on_hard": "reject"}})
+    path = str(tmp_path / "shared.sqlite3")
+    a, b = (Ledger(PRICES, LedgerConfig(path, flush_interval_s=0.05), budgets,
+                   clock=Clock(NOW), env={}) for _ in range(2))
+    await a.start()
+    await b.start()
+    try:
+        a.record(call("acme", 40, 20))
+        await a.query(UsageQuery())  # committed to the shared file
+        b.record(call("acme", 10, 0))
+        b.check("acme")  # b alone has seen 10 of 100
+        assert await b.refresh()
+        assert b.totals.used("acme", NOW)[0].tokens == 70  # a's 60 and its own 10
+        b.record(call("acme", 30, 0))
+        with pytest.raises(InsufficientQuota):
+            b.check("acme")
+        # a refresh counts what was recorded while it read, once
+        a.record(call("beta", 1, 1))
+        refreshing = asyncio.ensure_future(a.refresh())
+        await asyncio.sleep(0)  # the read is asked for ...
+        a.record(call("beta", 5, 0))  # ... and this comes after it
+        assert await refreshing
+        assert a.totals.used("beta", NOW)[0].tokens == 7
+        await b.query(UsageQuery())  # b's last rows are in the file
+        assert await a.refresh()
+        assert a.totals.used("acme", NOW)[0].tokens == 100
+    finally:
+        await a.stop()
+        await b.stop()
