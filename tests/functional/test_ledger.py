@@ -222,3 +222,29 @@ def test_budgets_reject_soft_and_no_spill(
     assert status == 400 and doc["error"]["param"] == "group_by"
     status, doc = get_json(f"{hub.url}/admin/usage?since=last-week", admin)
     assert status == 400 and doc["error"]["param"] == "since"
+
+
+def test_two_hubs_sharing_a_ledger_file_enforce_one_budget(
+        llama_pair: tuple[LlamaWorker, LlamaWorker], make_hub: MakeHub,
+        tmp_path: Path) -> None:
+    config = workers_config(
+        *llama_pair,
+        ledger={"path": str(tmp_path / "shared.sqlite3"), "flush_interval_s": 0.1,
+                "refresh_s": 0.2},
+        budgets={"default": {"daily_tokens": 1, "on_hard": "reject"}})
+    first, second = make_hub(config), make_hub(config)  # both start with nothing spent
+    served = client(first).chat.completions.create(model="tiny", messages=MESSAGES,
+                                                   max_tokens=3)
+    assert served.usage is not None and served.usage.total_tokens > 1
+
+    # The second hub never served this tenant: only the shared file tells it.
+    wait_for(lambda: scrape(second).get("spokehub_budget_state", tenant="default") == 2,
+             DEADLINE_S, "the second hub sees the first hub's usage")
+    with pytest.raises(openai.RateLimitError) as info:
+        client(second).chat.completions.create(model="tiny", messages=MESSAGES,
+                                               max_tokens=3)
+    assert info.value.code == "insufficient_quota"
+    status, doc = get_json(f"{second.url}/admin/usage?group_by=")
+    assert status == 200
+    assert doc["total"]["requests"] == 1
+    assert doc["total"]["total_tokens"] == served.usage.total_tokens
