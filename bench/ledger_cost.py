@@ -39,7 +39,7 @@ def calls(n: int) -> list[Call]:
     out = []
     for i in range(n):
         c = Call(request_id=str(i), route="/chat/completions", model=f"m{i % 4}",
-                 tenant=f"t{i % 50}", answered=True)
+                 tenant=f"t{i % 50}", answered=True, worker="w0")
         c.usage = Usage(100 + i % 7, 20 + i % 5)
         out.append(c)
     return out

@@ -140,10 +140,11 @@ class Ledger:
     # -- the request path --------------------------------------------------------------------
 
     def record(self, call: Call) -> None:
-        """Account one finished request: those that got a whole answer, or that have
-        token counts."""
+        """Account one finished request: one with token counts, or a whole answer from
+        a worker that reported none. Failed requests, and answers no worker made (a
+        response-cache hit), spent nothing and are not recorded."""
         usage = call.usage
-        if usage is None and not call.answered:
+        if usage is None and (not call.answered or call.worker is None):
             return
         now = self.clock()
         prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage \

@@ -38,7 +38,7 @@ class Clock:
 def call(tenant: str, prompt: int | None, completion: int = 0, *, tier: str = "local",
          model: str = "tiny", answered: bool = True) -> Call:
     c = Call(request_id="r", route="/chat/completions", model=model, tenant=tenant,
-             tier=tier, answered=answered)
+             tier=tier, answered=answered, worker="w0")
     c.usage = None if prompt is None else Usage(prompt, completion)
     return c
 
@@ -70,6 +70,9 @@ async def test_sums_and_costs_by_tenant_model_tier(make_ledger: MakeLedger) -> N
     ledger.record(call("beta", None))  # answered, but the worker said nothing
     ledger.record(call("beta", None, answered=False))  # failed: not a served request
     ledger.record(call("beta", 5, 5, model="unpriced"))
+    hit = call("beta", None)
+    hit.worker = None  # answered without a worker (a response-cache hit): nothing spent
+    ledger.record(hit)
     rows = await ledger.query(UsageQuery(group_by=("tenant", "model", "tier")))
     got = {(r["tenant"], r["model"], r["tier"]): (r["requests"], r["prompt_tokens"],
                                                   r["completion_tokens"], r["unreported"])
