@@ -34,6 +34,10 @@ STOP_TIMEOUT_S = 30.0
 _MAX_ANNOUNCED = 100_000  # log-once memory; cleared (and repeated) beyond this
 
 
+def _amount(kind: str | None, value: float) -> str:
+    return f"{int(value)}" if kind == "tokens" else f"{value:.6g}"
+
+
 class InsufficientQuota(HubError):
     """A tenant's hard budget is spent and its budget says ``on_hard: reject``."""
 
@@ -230,9 +234,10 @@ class Ledger:
         action = "logged only" if soft else (
             "requests get 429 insufficient_quota" if budget.on_hard == "reject"
             else "no spill-over to the fallback tier; local workers still serve")
-        budget_value = limit * budget.soft_ratio if soft else limit
+        at = f", soft at {budget.soft_ratio:.0%}" if soft else ""
         text = (f"budget {'soft' if soft else 'hard'} limit reached: tenant {tenant}, "
-                f"{verdict.window} {verdict.kind} {used:g} of {budget_value:g} ({action})")
+                f"{verdict.window} {verdict.kind} {_amount(verdict.kind, used)} of "
+                f"{_amount(verdict.kind, limit)}{at} ({action})")
         log.warning("%s", text, extra={"fields": {
             "msg": text, "tenant": tenant, "limit": "soft" if soft else "hard",
             "window": verdict.window, "period": w.label(verdict.window),
