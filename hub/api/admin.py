@@ -1,4 +1,4 @@
-"""Operator endpoints: worker status, drain, config reload."""
+"""Operator endpoints: worker status, drain, config reload, usage."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from hub.api.body import require_json
+from hub.api.usage import usage
 from hub.config.schema import ConfigError, load_config
 from hub.errors import BadRequest, NotFound
 from hub.fleet.agent_policy import redact_text, redact_url
@@ -101,3 +102,4 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/admin/workers/{name}/drain", drain)
     app.router.add_post("/admin/workers/{name}/undrain", undrain)
     app.router.add_post("/admin/reload", reload)
+    app.router.add_get("/admin/usage", usage)

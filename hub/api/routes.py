@@ -49,6 +49,7 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
         try:
             principal = hub.authorize(surface.credentials(request), "infer")
             call.tenant = principal.tenant
+            hub.ledger.check(principal.tenant)  # a spent budget with on_hard: reject -> 429
             body = await read_body(request, surface.max_body(config.limits))
             payload = surface.parse(route, body, request, hub.registry)
             model: str = payload["model"]
@@ -100,6 +101,7 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
         finally:
             seconds = loop.time() - call.started
             hub.metrics.observe(call, seconds)
+            hub.ledger.record(call)  # in memory; the ledger's thread writes the file
             log_call(call, seconds)
             hub.tracer.finish(call, seconds)
 

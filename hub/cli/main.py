@@ -7,6 +7,7 @@ import sys
 
 from hub.auth.keys import KeyRing
 from hub.cli.token import add_token_commands
+from hub.cli.usage import add_usage_command
 from hub.cli.workers import add_workers_commands
 from hub.config.schema import ConfigError, load_config
 from hub.observe.logs import setup_logging
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check_config)
     add_token_commands(sub)
     add_workers_commands(sub)
+    add_usage_command(sub)
     return ap
 
 

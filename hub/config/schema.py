@@ -16,6 +16,9 @@ from hub.cache.config import ResponseCacheConfig, parse_response_cache
 from hub.config.kit import ConfigError, Section, read_yaml
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
 from hub.fleet.agent_policy import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
+from hub.ledger.budgets import BudgetsConfig, parse_budgets
+from hub.ledger.config import LedgerConfig, parse_ledger
+from hub.ledger.prices import Prices, parse_prices
 from hub.observe.settings import MetricsConfig, TracingConfig, parse_metrics, parse_tracing
 from hub.resilience.breaker import BreakerConfig, parse_breaker
 from hub.resilience.outlier import OutlierConfig, parse_outlier
@@ -131,6 +134,9 @@ class Config:
     tracing: TracingConfig = field(default_factory=TracingConfig)
     state: StateConfig = field(default_factory=StateConfig)
     response_cache: ResponseCacheConfig = field(default_factory=ResponseCacheConfig)
+    prices: Prices = field(default_factory=Prices)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     workers: tuple[WorkerSpec, ...] = ()
     log_level: str = "info"
     shutdown_grace_s: float = 30.0
@@ -240,6 +246,9 @@ def parse_config(raw: object) -> Config:
         tracing=parse_tracing(root.get("tracing")),
         state=parse_state(root.get("state")),
         response_cache=parse_response_cache(root.get("response_cache")),
+        prices=parse_prices(root.get("prices")),
+        ledger=parse_ledger(root.get("ledger")),
+        budgets=parse_budgets(root.get("budgets")),
         workers=tuple(workers),
         log_level=root.text("log_level", "info",
                             choices=("debug", "info", "warning", "error")),

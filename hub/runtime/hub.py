@@ -19,6 +19,8 @@ from hub.config.schema import Config
 from hub.fleet.agents import AgentBook
 from hub.fleet.registry import Registry
 from hub.forward.proxy import Proxy
+from hub.ledger.ledger import Ledger
+from hub.ledger.metrics import LedgerCollector
 from hub.observe.agents import AgentHeartbeatCollector
 from hub.observe.metrics import Metrics
 from hub.observe.trace import Tracer
@@ -76,6 +78,9 @@ class Hub:
         self.verifier = build_verifier(config)
         self.cache = ResponseCache.build(config.response_cache)  # None when off
         self.metrics.prom.register(CacheCollector(lambda: self.cache))
+        self.ledger = Ledger(config.prices, config.ledger, config.budgets,
+                             tenant_label=self.metrics.tokens.tenant_label)
+        self.metrics.prom.register(LedgerCollector(self.ledger))
         for warning in security_warnings(config):
             log.warning("%s", warning)
 
@@ -144,6 +149,10 @@ class Hub:
             for warning in warnings:
                 log.warning("%s", warning)
         self.metrics.tokens.configure(new.metrics)
+        if new.ledger != old.ledger:
+            changes.append("ledger: needs a restart to take effect (kept the old file)")
+            new = replace(new, ledger=old.ledger)
+        self.ledger.configure(new.prices, new.ledger, new.budgets)
         if new.tracing != old.tracing:
             self.tracer.close()
             self.tracer = Tracer(new.tracing)
@@ -151,7 +160,7 @@ class Hub:
         self.registry.unhealthy_after = new.health.unhealthy_after
         for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
                         "aliases", "agents", "resilience", "metrics", "tracing",
-                        "response_cache"):
+                        "response_cache", "prices", "budgets"):
             if getattr(new, section) != getattr(old, section):
                 changes.append(f"{section}: updated")
         self.config = new

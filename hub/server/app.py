@@ -63,6 +63,15 @@ async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.agents.save()
 
 
+async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The usage ledger: open its file and load budgets before traffic; commit what is
+    queued after the last request (started first, so closed last)."""
+    hub = app[HUB]
+    await hub.ledger.start()
+    yield
+    await hub.ledger.stop()
+
+
 async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
     """Every answer is JSON, SSE or a static file: browsers must not guess otherwise."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -73,6 +82,7 @@ def build_app(config: Config, config_path: str | None = None) -> web.Application
     # reload can change it; aiohttp's own cap is only a hard ceiling.
     app = web.Application(middlewares=[error_middleware], client_max_size=1 << 30)
     app[HUB] = Hub(config, config_path)
+    app.cleanup_ctx.append(ledger_ctx)
     app.cleanup_ctx.append(agents_ctx)
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(prober_ctx)
