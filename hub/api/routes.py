@@ -9,6 +9,7 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from hub.admission import priority
 from hub.api.admin import add_admin_routes
 from hub.api.agents import add_agent_routes
 from hub.api.anthropic import add_anthropic_routes
@@ -48,6 +49,8 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
         try:
             principal = hub.authorize(surface.credentials(request), "infer")
             call.tenant = principal.tenant
+            call.priority = priority.resolve(request.headers.get(priority.HEADER), principal,
+                                             hub.admission.limits_for(principal.tenant).priority)
             body = await read_body(request, surface.max_body(config.limits))
             payload = surface.parse(route, body, request, hub.registry)
             model: str = payload["model"]
@@ -68,9 +71,10 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
             call.queued_at = loop.time()
             call.route_req = route_request(hub.proxy.policy, route, call.model, payload,
                                            tenant=principal.tenant, headers=request.headers)
+            requested = surface.requested_tokens(route, payload)
+            call.cost_tokens = priority.queue_cost(len(body), requested)
             if not limits.unlimited:
-                await admission.admit(principal.tenant,
-                                      surface.requested_tokens(route, payload))
+                await admission.admit(principal.tenant, requested)
             response = await hub.proxy.forward(request, call)
             if not call.status:
                 call.status = response.status

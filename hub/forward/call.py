@@ -21,6 +21,7 @@ class Call:
     stream: bool = False
     tenant: str = "-"
     priority: str = "interactive"  # the request's class in the worker queue
+    cost_tokens: int = 1  # estimated prompt + completion tokens: its fair-queue charge
     tier: str = "local"  # who answered: "local" workers or the "fallback" upstream
     worker: str | None = None
     attempts: int = 0
