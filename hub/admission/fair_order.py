@@ -40,6 +40,7 @@ from heapq import heapify, heappop, heappush
 from hub.admission.priority import BATCH, CLASSES, SHEDDABLE, rank
 
 _SLACK = 64  # stale heap entries and idle tenant tags tolerated before a clean-up
+IDLE_TAGS = 1024  # finish tags kept per class for tenants with nothing queued
 
 
 @dataclass(eq=False, slots=True)
@@ -161,6 +162,7 @@ class FairOrder:
         w.rank = r
         w.start = max(virtual, finish.get(w.tenant, virtual))
         w.finish = w.start + w.cost / w.weight
+        finish.pop(w.tenant, None)  # re-inserted: the dict is kept in order of use
         finish[w.tenant] = w.finish
         w.tagged = True
 
@@ -185,12 +187,18 @@ class FairOrder:
             self._enter(w)  # the old batch entries go stale with the generation
 
     def _prune(self, r: int) -> None:
-        """Forget tags that no longer matter (at or below the class's virtual time)."""
+        """Forget tags that no longer matter (at or below the class's virtual time),
+        then, past ``IDLE_TAGS`` more than the waiters, those of the tenants that came
+        least recently (their unpaid share is forgiven)."""
         finish = self._finish[r]
-        if len(finish) > 2 * self._live + _SLACK:
-            virtual = self._virtual[r]
-            for tenant in [t for t, f in finish.items() if f <= virtual]:
-                del finish[tenant]
+        limit = 2 * self._live + _SLACK
+        if len(finish) <= limit:
+            return
+        virtual = self._virtual[r]
+        for tenant in [t for t, f in finish.items() if f <= virtual]:
+            del finish[tenant]
+        while len(finish) > self._live + IDLE_TAGS:
+            del finish[next(iter(finish))]
 
     def _compact(self) -> None:
         """Drop stale heap entries once they outnumber the live ones."""
