@@ -34,6 +34,7 @@ which is shed.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 
@@ -124,17 +125,30 @@ class FairOrder:
         self._promote(now)  # a re-queued batch waiter may be due already
         self._compact()
 
-    def pop(self, now: float) -> Waiter | None:
-        """The next waiter to let go (it leaves the queue), or None."""
+    def pop(self, now: float,
+            eligible: Callable[[Waiter], bool] | None = None) -> Waiter | None:
+        """The next waiter to let go (it leaves the queue), or None. With ``eligible``,
+        the first in order that it accepts (e.g. one whose model has a free slot); the
+        waiters passed over keep their places."""
         self._promote(now)
         for r, heap in enumerate(self._heaps):
-            while heap:
-                start, _, gen, w = heappop(heap)
-                if w.queued and w.gen == gen:
+            skipped: list[_Entry] = []
+            try:
+                while heap:
+                    entry = heappop(heap)
+                    start, _, gen, w = entry
+                    if not (w.queued and w.gen == gen):
+                        continue
+                    if eligible is not None and not eligible(w):
+                        skipped.append(entry)
+                        continue
                     self._leave(w)
                     self._virtual[r] = max(self._virtual[r], start)
                     self._prune(r)
                     return w
+            finally:
+                for entry in skipped:
+                    heappush(heap, entry)
         return None
 
     def remove(self, w: Waiter) -> None:

@@ -72,13 +72,16 @@ class Shed(WorkersBusy):
 class Place:
     """One request's place in the queue; use as a context manager around its waits."""
 
-    __slots__ = ("_queue", "cost", "klass", "tenant", "waiter")
+    __slots__ = ("_queue", "cost", "klass", "model", "route", "tenant", "waiter")
 
-    def __init__(self, queue: CapacityQueue, tenant: str, klass: str, cost: float) -> None:
+    def __init__(self, queue: CapacityQueue, tenant: str, klass: str, cost: float, *,
+                 model: str = "", route: str | None = None) -> None:
         self._queue = queue
         self.tenant = tenant
         self.klass = klass
         self.cost = cost
+        self.model = model  # what it waits for: a worker with room for this model
+        self.route = route  #   on this route
         self.waiter: Waiter | None = None  # set when it first queues
 
     def __enter__(self) -> Place:
@@ -96,14 +99,16 @@ class CapacityQueue:
     def __init__(self, max_waiters: int, timeout_s: float, *, aging_s: float = 10.0,
                  sheddable_max: int | None = None,
                  weight: Callable[[str], float] = lambda tenant: 1.0,
+                 has_room: Callable[[str, str | None], bool] = lambda model, route: True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_waiters = max_waiters
         self.timeout_s = timeout_s
         self.sheddable_max = max_waiters // 2 if sheddable_max is None else sheddable_max
         self.weight = weight
+        self.has_room = has_room  # (model, route): may a waiter for it go now?
         self._clock = clock
         self.order = FairOrder(aging_s)
-        self._futures: dict[Waiter, asyncio.Future[None]] = {}
+        self._futures: dict[Waiter, tuple[asyncio.Future[None], Place]] = {}
         self._last_wake: float | None = None
         self._wake_gap_s: float | None = None  # average time between wake-ups
         self.shed_total: dict[str, int] = dict.fromkeys(CLASSES, 0)
@@ -125,8 +130,9 @@ class CapacityQueue:
         """Requests waiting now, by the class they asked for."""
         return self.order.waiting
 
-    def place(self, tenant: str = "-", klass: str = INTERACTIVE, cost: float = 1.0) -> Place:
-        return Place(self, tenant, klass, cost)
+    def place(self, tenant: str = "-", klass: str = INTERACTIVE, cost: float = 1.0,
+              model: str = "", route: str | None = None) -> Place:
+        return Place(self, tenant, klass, cost, model=model, route=route)
 
     def busy(self, why: str) -> WorkersBusy:
         return WorkersBusy(f"Every worker for this model is at capacity ({why}); retry shortly",
@@ -162,7 +168,7 @@ class CapacityQueue:
             w = place.waiter = order.waiter(place.tenant, place.klass, place.cost,
                                             self.weight(place.tenant), now)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._futures[w] = fut
+        self._futures[w] = fut, place
         order.push(w, now)
         try:
             async with asyncio.timeout_at(deadline):
@@ -186,20 +192,32 @@ class CapacityQueue:
     def _drop(self, victim: Waiter) -> None:
         """Shed a queued sheddable waiter to make room for a higher one."""
         self.order.remove(victim)
-        fut = self._futures.get(victim)
-        if fut is not None and not fut.done():
-            fut.set_exception(self.shed(victim.klass, "the queue is full"))
+        held = self._futures.get(victim)
+        if held is not None and not held[0].done():
+            held[0].set_exception(self.shed(victim.klass, "the queue is full"))
 
     def wake(self) -> None:
-        """A request finished: let the next waiter try again."""
+        """A request finished: let the next waiter whose model has room try again (one
+        waiting for a model whose workers are all still busy keeps its place)."""
         now = self._clock()
+        room: dict[tuple[str, str | None], bool] = {}
+
+        def eligible(w: Waiter) -> bool:
+            held = self._futures.get(w)
+            if held is None:
+                return True  # nobody waits on it: popped and dropped below
+            key = (held[1].model, held[1].route)
+            if key not in room:
+                room[key] = self.has_room(*key)
+            return room[key]
+
         while True:
-            w = self.order.pop(now)
+            w = self.order.pop(now, eligible)
             if w is None:
                 return
-            fut = self._futures.get(w)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+            held = self._futures.get(w)
+            if held is not None and not held[0].done():
+                held[0].set_result(None)
                 self._note_wake(now)
                 return
 

@@ -71,6 +71,7 @@ class Proxy:
                                       config.admission.worker_queue_timeout_s)
         self._weights = config.admission  # tenants' weights in the worker queue
         self.capacity.weight = lambda tenant: self._weights.for_tenant(tenant).weight
+        self.capacity.has_room = lambda model, route: not registry.saturated(model, route)
         self._calls: set[asyncio.Task[object]] = set()  # handlers inside forward()
         self._no_calls = asyncio.Event()
         self._no_calls.set()
@@ -235,8 +236,8 @@ class Proxy:
         """Queue in the hub until a worker for ``model`` has room (bounded)."""
         deadline = asyncio.get_running_loop().time() + self.capacity.timeout_s
         # its class and cost decide its place (hub.admission.fair_order)
-        place = (self.capacity.place(call.tenant, call.priority, call.cost_tokens)
-                 if call is not None else self.capacity.place())
+        place = (self.capacity.place(call.tenant, call.priority, call.cost_tokens, model, route)
+                 if call is not None else self.capacity.place(model=model, route=route))
         with place:
             while True:
                 await place.wait(deadline)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from hub.admission.fair_order import FairOrder
 from hub.admission.priority import BATCH, INTERACTIVE, SHEDDABLE
 from hub.admission.worker_queue import CapacityQueue, Place, Shed, WorkersBusy
 
@@ -246,3 +247,43 @@ async def test_an_unused_place_counts_nothing(make: Callable[[CapacityQueue], Pl
     with make(q):
         pass
     assert all(sum(h.counts) == 0 for h in q.wait_s.values())
+
+
+async def test_a_wake_up_goes_to_the_first_waiter_whose_model_has_room() -> None:
+    """One queue serves every model: a slot freed for model a must not be taken (and
+    lost) by a higher waiter for model b whose workers are all still busy."""
+    full = {"b"}
+    q = CapacityQueue(10, 60.0, has_room=lambda model, route: model not in full,
+                      clock=Clock())
+    served: list[str] = []
+
+    async def wait(name: str, model: str, klass: str) -> None:
+        with q.place("t", klass, 1.0, model, "/chat/completions") as place:
+            await place.wait(FAR)
+        served.append(name)
+
+    tasks = [asyncio.create_task(wait("b-interactive", "b", INTERACTIVE))]
+    await settle()
+    tasks.append(asyncio.create_task(wait("a-batch", "a", BATCH)))
+    await settle()
+    q.wake()
+    await settle()
+    assert served == ["a-batch"] and len(q) == 1  # b keeps its place
+    q.wake()  # nothing for b yet: nobody is woken
+    await settle()
+    assert served == ["a-batch"] and len(q) == 1
+    full.clear()
+    q.wake()
+    await settle()
+    assert served == ["a-batch", "b-interactive"]
+    await asyncio.gather(*tasks)
+
+
+def test_pop_with_a_filter_keeps_the_passed_over_in_order() -> None:
+    order = FairOrder(30.0)
+    ws = [order.waiter("t", INTERACTIVE, 1.0, 1.0, 0.0) for _ in range(4)]
+    for w in ws:
+        order.push(w, 0.0)
+    assert order.pop(0.0, lambda w: w is ws[2]) is ws[2]
+    assert order.pop(0.0, lambda w: False) is None
+    assert [order.pop(0.0) for _ in range(3)] == [ws[0], ws[1], ws[3]]

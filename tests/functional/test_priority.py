@@ -223,3 +223,45 @@ def test_the_header_needs_the_tokens_permission(
     lines = wait_for(logged, DEADLINE_S, "four log lines")
     assert lines == {"own": "batch", "down": "sheddable", "claim": "sheddable",
                      "granted": "interactive"}
+
+
+def test_a_freed_slot_goes_to_a_waiter_for_that_model(
+        make_fault: MakeFault, make_hub: MakeHub) -> None:
+    """One queue holds every model's waiters: when a slot frees for model a, an
+    interactive waiter for model b (whose worker is still busy) does not take the
+    wake-up and strand it; the batch waiter for a goes."""
+    wa, wb = make_fault("a", mode="gate"), make_fault("b", mode="gate")
+    config = workers_config(wa, wb, admission={"worker_queue_timeout_s": 30,
+                                                "batch_aging_s": 600})
+    for w in config["workers"]:
+        w["max_concurrency"] = 1
+    hub = make_hub(config)
+    results: dict[str, int] = {}
+
+    def send(rid: str, model: str, klass: str) -> threading.Thread:
+        def run() -> None:
+            results[rid] = post(f"{hub.url}/v1/chat/completions",
+                                {"model": model, "max_tokens": 4, "messages": MESSAGES},
+                                {"X-Request-ID": rid, "X-Spokehub-Priority": klass})[0]
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    def waiting(klass: str) -> float:
+        return scrape(hub).get("spokehub_worker_queue_waiting", **{"class": klass})
+
+    threads = [send("a-block", "a", "batch"), send("b-block", "b", "batch")]
+    wait_for(lambda: wa.stats()["active"] == 1 and wb.stats()["active"] == 1, DEADLINE_S,
+             "both workers busy")
+    threads.append(send("b-wait", "b", "interactive"))
+    wait_for(lambda: waiting("interactive") == 1, DEADLINE_S, "b-wait queued")
+    threads.append(send("a-wait", "a", "batch"))
+    wait_for(lambda: waiting("batch") == 1, DEADLINE_S, "a-wait queued")
+    wa.control(gate="open")
+    wait_for(lambda: "a-wait" in results, DEADLINE_S, "a-wait answered")
+    assert results == {"a-block": 200, "a-wait": 200}
+    assert waiting("interactive") == 1  # b-wait still holds its place
+    wb.control(gate="open")
+    for t in threads:
+        t.join(DEADLINE_S)
+    assert results == dict.fromkeys(["a-block", "a-wait", "b-block", "b-wait"], 200)
