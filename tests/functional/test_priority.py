@@ -49,21 +49,26 @@ class Fleet:
         self.results: dict[str, tuple[int, dict[str, str], dict[str, Any]]] = {}
         self.threads: list[threading.Thread] = []
 
-    def token(self, **claims: Any) -> str:
-        return issue_token(self.auth, tenant="acme", scopes=["infer"], ttl_s=600,
+    def token(self, tenant: str = "acme", **claims: Any) -> str:
+        return issue_token(self.auth, tenant=tenant, scopes=["infer"], ttl_s=600,
                            environ={ENV: self.secret}, **claims)
 
     def post(self, rid: str, headers: dict[str, str] | None = None,
-             path: str = "/v1/chat/completions") -> tuple[int, dict[str, str], dict[str, Any]]:
-        body = {"model": MODEL, "max_tokens": 8, "messages": MESSAGES}  # chat or messages
+             path: str = "/v1/chat/completions",
+             messages: list[dict[str, str]] | None = None,
+             ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        body = {"model": MODEL, "max_tokens": 8,  # chat or Anthropic messages
+                "messages": messages or MESSAGES}
         status, head, raw = post(f"{self.hub.url}{path}", body,
                                  {"X-Request-ID": rid, **(headers or {})})
         out = status, head, json.loads(raw) if raw else {}
         self.results[rid] = out
         return out
 
-    def send(self, rid: str, headers: dict[str, str] | None = None) -> threading.Thread:
-        t = threading.Thread(target=self.post, args=(rid, headers), daemon=True)
+    def send(self, rid: str, headers: dict[str, str] | None = None,
+             messages: list[dict[str, str]] | None = None) -> threading.Thread:
+        t = threading.Thread(target=self.post, args=(rid, headers),
+                             kwargs={"messages": messages}, daemon=True)
         t.start()
         self.threads.append(t)
         return t
@@ -71,16 +76,17 @@ class Fleet:
     def waiting(self, klass: str) -> float:
         return scrape(self.hub).get("spokehub_worker_queue_waiting", **{"class": klass})
 
-    def queue(self, rid: str, klass: str, headers: dict[str, str] | None = None) -> None:
+    def queue(self, rid: str, klass: str, headers: dict[str, str] | None = None,
+              messages: list[dict[str, str]] | None = None) -> None:
         """Send a request and wait until the hub has queued it."""
         before = self.waiting(klass)
-        self.send(rid, headers)
+        self.send(rid, headers, messages)
         wait_for(lambda: self.waiting(klass) == before + 1, DEADLINE_S,
                  f"{rid} queued as {klass}")
 
-    def block(self) -> None:
+    def block(self, headers: dict[str, str] | None = None) -> None:
         """Fill the worker's one slot with a request held at its gate."""
-        self.send("block")
+        self.send("block", headers)
         wait_for(lambda: self.worker.stats()["active"] == 1, DEADLINE_S,
                  "the first request at the worker")
 
@@ -156,6 +162,30 @@ def test_batch_completes_under_a_steady_interactive_stream(
     assert overlapped
     order = fleet.served_order()
     assert "batch" in order and order.index("batch") < len(order) - 1
+
+
+def test_tenants_of_a_class_share_by_tokens_not_requests(
+        make_fault: MakeFault, make_hub: MakeHub) -> None:
+    """Two tenants queue batch requests, the one with ~4 KB prompts first. Fair
+    queuing by estimated tokens lets the short-prompt tenant's requests go before the
+    long one's second and third (FIFO would serve all three long ones first)."""
+    fleet = Fleet(make_fault, make_hub, auth=True)
+    long_t, short_t = fleet.token("long"), fleet.token("short")
+    fleet.block({"Authorization": f"Bearer {short_t}"})
+    long_prompt = [{"role": "user", "content": "word " * 800}]
+    for i in range(3):
+        fleet.queue(f"long{i}", "batch", {"Authorization": f"Bearer {long_t}",
+                                          "X-Spokehub-Priority": "batch"}, long_prompt)
+    for i in range(3):
+        fleet.queue(f"short{i}", "batch", {"Authorization": f"Bearer {short_t}",
+                                           "X-Spokehub-Priority": "batch"})
+    fleet.release()
+    assert {r[0] for r in fleet.results.values()} == {200}
+    # long0 and short0 both start at the class's virtual time (arrival breaks the
+    # tie); each long prompt then costs ~1000 tokens of its tenant's share, a short
+    # one ~30
+    assert fleet.served_order() == ["block", "long0", "short0", "short1", "short2",
+                                    "long1", "long2"]
 
 
 def test_sheddable_is_refused_first_with_retry_after(
