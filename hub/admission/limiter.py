@@ -14,6 +14,13 @@ Config schema (every key optional; an absent ``admission:`` admits everything)::
       max_tokens_cap: 4096      # clamps max_tokens, and sets it when absent
       worker_queue_max: 1000    # requests waiting in the hub for a worker with room
       worker_queue_timeout_s: 60  #   (workers[i].max_concurrency caps each worker)
+      worker_queue_sheddable_max: 500  # sheddable requests are refused from this
+                                #   queue length on (default: half of worker_queue_max)
+      batch_aging_s: 10         # a batch request waiting this long ranks as interactive
+      priority: interactive     # class of a tenant's requests (interactive | batch |
+                                #   sheddable), see hub.admission.priority
+      weight: 1                 # a tenant's share of the fleet against others of its
+                                #   class in the worker queue (fair by tokens)
       tenants:                  # per-tenant overrides of the keys above (a tenant
                                 # that sets requests_per_s but not burst gets
                                 # burst max(1, its rate))
@@ -37,6 +44,7 @@ from types import MappingProxyType
 from typing import Any
 
 from hub.admission.caps import Caps
+from hub.admission.priority import CLASSES, INTERACTIVE
 from hub.admission.token_bucket import TokenBucket
 from hub.config.kit import ConfigError, Section
 from hub.errors import AdmissionRejected
@@ -50,6 +58,8 @@ class TenantLimits:
     queue_timeout_s: float = 10.0
     tokens_per_min: float | None = None
     caps: Caps = field(default_factory=Caps)
+    priority: str = INTERACTIVE  # class of the tenant's requests in the worker queue
+    weight: float = 1.0  # its share against other tenants of that class
 
     @property
     def request_burst(self) -> float:
@@ -68,6 +78,8 @@ class AdmissionConfig:
     tenants: Mapping[str, TenantLimits] = field(default_factory=dict)
     worker_queue_max: int = 1000
     worker_queue_timeout_s: float = 60.0
+    worker_queue_sheddable_max: int = 500
+    batch_aging_s: float = 10.0
 
     def for_tenant(self, tenant: str) -> TenantLimits:
         return self.tenants.get(tenant, self.default)
@@ -195,7 +207,7 @@ class Admission:
 
 _NULLABLE = ("requests_per_s", "burst", "tokens_per_min", "max_messages",
              "max_prompt_chars", "max_tokens_cap")
-_TENANT_KEYS = (*_NULLABLE, "max_queue", "queue_timeout_s")
+_TENANT_KEYS = (*_NULLABLE, "max_queue", "queue_timeout_s", "priority", "weight")
 
 
 def _layer(s: Section) -> dict[str, Any]:
@@ -220,6 +232,10 @@ def _layer(s: Section) -> dict[str, Any]:
             out[key] = value
         elif key == "queue_timeout_s":
             out[key] = s.number(key, 0.0, lo=0.0, exclusive_lo=False)
+        elif key == "priority":
+            out[key] = s.text(key, choices=CLASSES)
+        elif key == "weight":
+            out[key] = s.number(key, 1.0)
         elif key == "max_queue":
             out[key] = s.integer(key, 0, lo=0, hi=1_000_000)
         else:
@@ -238,7 +254,9 @@ def _limits(layer: dict[str, Any]) -> TenantLimits:
         tokens_per_min=layer.get("tokens_per_min"),
         caps=Caps(max_messages=layer.get("max_messages"),
                   max_prompt_chars=layer.get("max_prompt_chars"),
-                  max_tokens_cap=layer.get("max_tokens_cap")))
+                  max_tokens_cap=layer.get("max_tokens_cap")),
+        priority=layer.get("priority", d.priority),
+        weight=layer.get("weight", d.weight))
 
 
 def parse_admission(raw: object, path: str = "admission") -> AdmissionConfig:
@@ -261,10 +279,14 @@ def parse_admission(raw: object, path: str = "admission") -> AdmissionConfig:
         if "requests_per_s" in layer and "burst" not in layer:
             merged.pop("burst", None)  # a new rate brings its own default burst
         tenants[name] = _limits(merged)
+    queue_max = s.integer("worker_queue_max", 1000, lo=0, hi=1_000_000)
     cfg = AdmissionConfig(
         default=_limits(base),
         tenants=MappingProxyType(tenants),
-        worker_queue_max=s.integer("worker_queue_max", 1000, lo=0, hi=1_000_000),
-        worker_queue_timeout_s=s.number("worker_queue_timeout_s", 60.0))
+        worker_queue_max=queue_max,
+        worker_queue_timeout_s=s.number("worker_queue_timeout_s", 60.0),
+        worker_queue_sheddable_max=s.integer("worker_queue_sheddable_max", queue_max // 2,
+                                             lo=0, hi=1_000_000),
+        batch_aging_s=s.number("batch_aging_s", 10.0))
     s.done()
     return cfg

@@ -9,6 +9,7 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from hub.admission import priority
 from hub.api.admin import add_admin_routes
 from hub.api.agents import add_agent_routes
 from hub.api.anthropic import add_anthropic_routes
@@ -50,6 +51,8 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
             principal = hub.authorize(surface.credentials(request), "infer")
             call.tenant = principal.tenant
             hub.ledger.check(principal.tenant)  # a spent budget with on_hard: reject -> 429
+            call.priority = priority.resolve(request.headers.get(priority.HEADER), principal,
+                                             hub.admission.limits_for(principal.tenant).priority)
             body = await read_body(request, surface.max_body(config.limits))
             payload = surface.parse(route, body, request, hub.registry)
             model: str = payload["model"]
@@ -76,9 +79,10 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
             call.queued_at = loop.time()
             call.route_req = route_request(hub.proxy.policy, route, call.model, payload,
                                            tenant=principal.tenant, headers=request.headers)
+            requested = surface.requested_tokens(route, payload)
+            call.cost_tokens = priority.queue_cost(len(body), requested)
             if not limits.unlimited:
-                await admission.admit(principal.tenant,
-                                      surface.requested_tokens(route, payload))
+                await admission.admit(principal.tenant, requested)
             response = await hub.proxy.forward(request, call)
             if plan is not None and cache is not None:
                 cache.fill(plan, call, response)

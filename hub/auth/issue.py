@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 
+from hub.admission.priority import CLASSES
 from hub.auth.config import AuthConfig
 from hub.auth.keys import KeyRing, load_signing_key
 from hub.auth.principal import SCOPES
@@ -39,7 +40,8 @@ def parse_ttl(text: str) -> int:
 
 def issue_token(cfg: AuthConfig, *, tenant: str, scopes: list[str], ttl_s: int,
                 sub: str | None = None, models: list[str] | None = None,
-                kid: str | None = None, clock: Callable[[], float] = time.time,
+                kid: str | None = None, priority: str | None = None,
+                priorities: list[str] | None = None, clock: Callable[[], float] = time.time,
                 environ: Mapping[str, str] | None = None) -> str:
     """A signed JWT for ``tenant``. Raises TokenError for bad arguments and
     ConfigError when no configured key can sign."""
@@ -57,6 +59,9 @@ def issue_token(cfg: AuthConfig, *, tenant: str, scopes: list[str], ttl_s: int,
     if models is not None and (not models or not all(isinstance(m, str) and m
                                                      for m in models)):
         raise TokenError("models must be a non-empty list of model names")
+    for klass in ([priority] if priority is not None else []) + (priorities or []):
+        if klass not in CLASSES:
+            raise TokenError(f"unknown priority {klass!r}: choose from {', '.join(CLASSES)}")
     spec, key = load_signing_key(cfg, kid, environ)
     assert spec.alg is not None
     now = int(clock())
@@ -66,6 +71,10 @@ def issue_token(cfg: AuthConfig, *, tenant: str, scopes: list[str], ttl_s: int,
                               "jti": os.urandom(12).hex()}
     if models is not None:
         claims["models"] = sorted(set(models))
+    if priority is not None:
+        claims["priority"] = priority
+    if priorities:
+        claims["priorities"] = [c for c in CLASSES if c in priorities]
     if cfg.audience is not None:
         claims["aud"] = cfg.audience
     if cfg.issuer is not None:

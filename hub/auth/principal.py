@@ -23,6 +23,9 @@ class Principal:
     tenant: str
     scopes: frozenset[str]
     models: frozenset[str] | None  # None = every model
+    priority: str | None = None  # the ``priority`` claim: the class of its requests
+    priorities: frozenset[str] | None = frozenset()  # classes it may ask for by header
+                                                      # (None = any: auth off)
 
 
 class Unauthenticated(AuthError):

@@ -8,7 +8,9 @@ header to a token pyjwt chokes on, is a 401 -- never a 500.
 
 Claims: ``sub`` (required), ``tenant`` (defaults to ``sub``), ``scope`` (a
 space- or comma-separated string, or a list; ``scp`` is read when ``scope`` is
-absent), ``models`` (optional list of allowed model names; absent = all).
+absent), ``models`` (optional list of allowed model names; absent = all), ``priority`` (the
+class of the token's requests in the worker queue) and ``priorities`` (the classes it
+may ask for with the ``X-Spokehub-Priority`` header; see hub.admission.priority).
 
 Verified tokens are remembered in a bounded LRU keyed by the token string until
 the token expires (exp + leeway), so a repeat request costs one dict lookup and a
@@ -28,6 +30,7 @@ from typing import Any
 import jwt
 from jwt.types import Options
 
+from hub.admission.priority import CLASSES
 from hub.auth.config import AuthConfig
 from hub.auth.keys import KeyRing
 from hub.auth.principal import (
@@ -78,6 +81,22 @@ def _models(value: object) -> frozenset[str] | None:
     if isinstance(value, list) and all(isinstance(m, str) and m for m in value):
         return frozenset(value)
     raise InvalidToken(f"{_BAD}: 'models' must be a list of model names")
+
+
+def _priority(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value in CLASSES:
+        return value
+    raise InvalidToken(f"{_BAD}: 'priority' must be one of {', '.join(CLASSES)}")
+
+
+def _priorities(value: object) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, list) and all(isinstance(c, str) and c in CLASSES for c in value):
+        return frozenset(value)
+    raise InvalidToken(f"{_BAD}: 'priorities' must be a list of {', '.join(CLASSES)}")
 
 
 def _name(value: object, claim: str, limit: int) -> str:
@@ -183,5 +202,7 @@ class Verifier:
         if scope is None:
             scope = claims.get("scp")
         principal = Principal(sub=sub, tenant=tenant, scopes=_scopes(scope),
-                              models=_models(claims.get("models")))
+                              models=_models(claims.get("models")),
+                              priority=_priority(claims.get("priority")),
+                              priorities=_priorities(claims.get("priorities")))
         return principal, exp + leeway

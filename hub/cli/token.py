@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from hub.admission.priority import CLASSES
 from hub.auth.config import AuthConfig, parse_auth
 from hub.auth.issue import TokenError, inspect_token, issue_token, parse_ttl
 from hub.auth.principal import SCOPES
@@ -53,7 +54,8 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         models = _split(args.models) if args.models else None
         token = issue_token(cfg, tenant=args.tenant, scopes=_split(args.scope),
                             ttl_s=parse_ttl(args.ttl), sub=args.sub, models=models,
-                            kid=args.kid)
+                            kid=args.kid, priority=args.priority,
+                            priorities=_split(args.allow_priority) or None)
     except ConfigError as exc:
         return _fail(f"config error: {exc}")
     except TokenError as exc:
@@ -89,6 +91,13 @@ def add_token_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="comma-separated models the token may use (default: all)")
     p.add_argument("--sub", help="subject (default: the tenant)")
     p.add_argument("--kid", help="signing key id (needed when several keys can sign)")
+    p.add_argument("--priority", choices=CLASSES,
+                   help="class of the token's requests in the worker queue "
+                        "(default: the tenant's admission setting)")
+    p.add_argument("--allow-priority", action="append", metavar="CLASSES",
+                   help="comma-separated classes the token may ask for with the "
+                        "X-Spokehub-Priority header (its own class and lower ones "
+                        "need no listing); repeatable")
     p.set_defaults(func=_cmd_issue)
 
     p = tsub.add_parser("inspect", help="decode a token and check it against the config; "

@@ -21,6 +21,7 @@ class Call:
     stream: bool = False
     tenant: str = "-"
     priority: str = "interactive"  # the request's class in the worker queue
+    cost_tokens: int = 1  # estimated prompt + completion tokens: its fair-queue charge
     tier: str = "local"  # who answered: "local" workers or the "fallback" upstream
     cache: str | None = None  # response cache: "hit", "miss", "bypass"; None: not cached
     cache_record: int = 0  # > 0: keep up to this many bytes of the stream for the cache

@@ -69,6 +69,9 @@ class Proxy:
         self.outliers: dict[str, OutlierDetector] = {}  # per model: compare like with like
         self.capacity = CapacityQueue(config.admission.worker_queue_max,
                                       config.admission.worker_queue_timeout_s)
+        self._weights = config.admission  # tenants' weights in the worker queue
+        self.capacity.weight = lambda tenant: self._weights.for_tenant(tenant).weight
+        self.capacity.has_room = lambda model, route: not registry.saturated(model, route)
         self._calls: set[asyncio.Task[object]] = set()  # handlers inside forward()
         self._no_calls = asyncio.Event()
         self._no_calls.set()
@@ -94,6 +97,9 @@ class Proxy:
         adm = config.admission
         self.capacity.max_waiters = adm.worker_queue_max
         self.capacity.timeout_s = adm.worker_queue_timeout_s
+        self.capacity.sheddable_max = adm.worker_queue_sheddable_max
+        self.capacity.aging_s = adm.batch_aging_s
+        self._weights = adm
         self.timeouts: Timeouts = config.timeouts
         self.max_attempts = config.routing.max_attempts
         self.retry_on_timeout = config.routing.retry_on_timeout
@@ -229,13 +235,16 @@ class Proxy:
                              call: Call | None = None) -> Worker | None:
         """Queue in the hub until a worker for ``model`` has room (bounded)."""
         deadline = asyncio.get_running_loop().time() + self.capacity.timeout_s
-        front = False
-        while True:
-            await self.capacity.wait(deadline, front=front)
-            worker = self.pick(model, [], route, call)
-            if worker is not None or not self.registry.saturated(model, route):
-                return worker
-            front = True  # someone else took the slot: keep our place at the front
+        # its class and cost decide its place (hub.admission.fair_order)
+        place = (self.capacity.place(call.tenant, call.priority, call.cost_tokens, model, route)
+                 if call is not None else self.capacity.place(model=model, route=route))
+        with place:
+            while True:
+                await place.wait(deadline)
+                worker = self.pick(model, [], route, call)
+                if worker is not None or not self.registry.saturated(model, route):
+                    return worker
+                # someone else took the slot: the place stays first of its class
 
     def _stopping(self) -> bool:
         return self.stopping

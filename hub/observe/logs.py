@@ -80,6 +80,7 @@ def log_call(call: Call, seconds: float) -> None:
         "msg": "request",
         "request_id": call.request_id,
         "tenant": call.tenant,
+        "priority": call.priority,
         "route": call.route,
         "model": call.model,
         "stream": call.stream,

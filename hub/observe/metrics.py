@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from hub.fleet.registry import Registry
@@ -76,6 +81,27 @@ class _WorkerCollector(Collector):
             yield GaugeMetricFamily("spokehub_capacity_queue_length",
                                     "Requests waiting in the hub for a worker with room",
                                     value=float(len(proxy.capacity)))
+            yield from _queue_families(proxy)
+
+
+def _queue_families(proxy: Proxy) -> Iterator[Metric]:
+    """The worker queue by priority class: waiting now, shed, and time waited."""
+    queue = proxy.capacity
+    waiting = GaugeMetricFamily("spokehub_worker_queue_waiting",
+                                "Requests waiting for a worker with room, by class",
+                                labels=["class"])
+    shed = CounterMetricFamily("spokehub_worker_queue_shed",
+                               "Requests refused or dropped from the worker queue "
+                               "because their class is shed first", labels=["class"])
+    wait = HistogramMetricFamily("spokehub_worker_queue_wait_seconds",
+                                 "Time a request waited in the worker queue, by class",
+                                 labels=["class"])
+    for klass, n in queue.waiting.items():
+        waiting.add_metric([klass], float(n))
+        shed.add_metric([klass], float(queue.shed_total[klass]))
+        hist = queue.wait_s[klass]
+        wait.add_metric([klass], hist.buckets(), hist.sum)
+    yield from (waiting, shed, wait)
 
 
 class Metrics:

@@ -45,7 +45,8 @@ QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                       30.0, 60.0, 120.0)
 OTHER_TENANT = "other"
 # Errors that mean admission turned the request away, by reason label.
-ADMISSION_REASONS = {"rate_limit_exceeded": "rate_limit", "workers_busy": "capacity"}
+ADMISSION_REASONS = {"rate_limit_exceeded": "rate_limit", "workers_busy": "capacity",
+                     "shed": "shed"}
 PROMPT, COMPLETION, CACHED, UNREPORTED = range(4)
 
 
@@ -212,7 +213,7 @@ class TokenMetrics(Collector):
         yield tenant
         rejected = CounterMetricFamily("spokehub_admission_rejected_total",
                                        "Requests turned away by admission, by tenant and "
-                                       "reason (rate_limit, capacity)",
+                                       "reason (rate_limit, capacity, shed)",
                                        labels=["tenant", "reason"])
         for (name, reason), value in self.rejected.items():
             rejected.add_metric([name, reason], float(value))

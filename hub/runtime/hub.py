@@ -30,7 +30,8 @@ log = logging.getLogger("spokehub.runtime")
 
 # Who a request is when auth is off: one tenant, every scope.
 ANONYMOUS = Principal(sub="anonymous", tenant="default",
-                      scopes=frozenset({"infer", "admin", "agent"}), models=None)
+                      scopes=frozenset({"infer", "admin", "agent"}), models=None,
+                      priorities=None)
 
 
 def security_warnings(config: Config) -> list[str]:
