@@ -20,6 +20,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"spokehub: {exc}", file=sys.stderr)
         return 2
+    if args.child_port_base is not None and processes == 1 and args.child is None:
+        print("spokehub: --child-port-base needs --processes 2 or more", file=sys.stderr)
+        return 2
     config = load_config(args.config)
     setup_logging(config.log_level)
     if args.child is not None:  # one of the supervisor's processes

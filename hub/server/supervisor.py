@@ -44,6 +44,7 @@ MAX_PROCESSES = 64
 POLL_S = 0.1
 REDIS_READY_S = 30.0
 REDIS_STOP_S = 10.0
+REDIS_SLOT = -1  # the private Redis' restart backoff, beside the children's
 
 
 def parse_processes(value: str, cores: Callable[[], int] | None = None) -> int:
@@ -125,7 +126,8 @@ class PrivateRedis:
                 "--processes with state.backend: memory shares state through a private "
                 "redis-server, which is not installed: install it (apt-get install "
                 "redis-server), or run Redis yourself and set state.backend: redis")
-        self.dir = Path(tempfile.mkdtemp(prefix="spokehub-redis-"))  # mode 0700
+        if self.dir is None:  # a restart keeps the directory and the socket path
+            self.dir = Path(tempfile.mkdtemp(prefix="spokehub-redis-"))  # mode 0700
         argv = [binary, "--port", "0", "--unixsocket", str(self.socket_path),
                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
                 "--dir", str(self.dir), "--loglevel", "warning"]
@@ -142,6 +144,10 @@ class PrivateRedis:
                                   f"{REDIS_READY_S:.0f}s")
             time.sleep(0.02)
         log.info("private redis-server (pid %d) on %s", self.proc.pid, self.socket_path)
+
+    def died(self) -> int | None:
+        """The exit code if the server has exited."""
+        return None if self.proc is None else self.proc.poll()
 
     def _ping(self) -> bool:
         try:
@@ -191,6 +197,8 @@ class Supervisor:
         self._signals: list[int] = []
         self._stopping = False
         self._fatal: int | None = None
+        self._redis_retry_at: float | None = None
+        self._redis_started = 0.0
 
     def argv(self, slot: int) -> list[str]:
         argv = [sys.executable, "-m", "hub", "serve", "--config", self.config_path,
@@ -258,11 +266,32 @@ class Supervisor:
             if child.proc is None and child.restart_at is not None and now >= child.restart_at:
                 self._spawn(child)
 
+    def _watch_redis(self) -> None:
+        """A private Redis that died is started again on the same socket: until then
+        the hub processes run on their own state, as with any Redis outage."""
+        if self.redis is None or (code := self.redis.died()) is None:
+            return
+        now = self.clock()
+        if self._redis_retry_at is None:
+            delay = self.policy.delay(REDIS_SLOT, now - self._redis_started)
+            log.error("the private redis-server exited with %d; starting it again in %.1fs",
+                      code, delay)
+            self._redis_retry_at = now + delay
+        if now < self._redis_retry_at:
+            return
+        self._redis_retry_at = None
+        self._redis_started = now
+        try:
+            self.redis.start()
+        except ConfigError as exc:
+            log.error("%s", exc)
+
     def _start_redis(self) -> None:
         if self.config.state.shared:
             return  # the operator's Redis, from the environment the children inherit
         self.redis = PrivateRedis()
         self.redis.start()
+        self._redis_started = self.clock()
         self.env[self.config.state.url_env] = self.redis.url
         self.env[BACKEND_OVERRIDE_ENV] = "redis"
 
@@ -284,6 +313,7 @@ class Supervisor:
                     break
                 if not self._stopping:
                     self._restart_due()
+                    self._watch_redis()
                 time.sleep(POLL_S)
         finally:
             self._stopping = True

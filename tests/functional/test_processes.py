@@ -17,6 +17,7 @@ import re
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ from typing import Any
 
 import openai
 import pytest
+import redis
 import yaml
 
 from hub.auth.config import parse_auth
@@ -249,6 +251,50 @@ def test_killed_process_is_restarted(hub: Hub) -> None:
     assert resp.choices
 
 
+def _private_redis(log: str) -> tuple[int, Path]:
+    """(pid, socket path) of the newest private redis-server, from the log."""
+    found = re.findall(r"private redis-server \(pid (\d+)\) on (\S+?)\"", log)
+    assert found, log
+    return int(found[-1][0]), Path(found[-1][1])
+
+
+def _ping(path: Path) -> bool:
+    client = redis.Redis.from_url(f"unix://{path}", socket_timeout=5)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def test_private_redis_is_private_and_shared_by_the_processes(hub: Hub) -> None:
+    if hub.processes == 1:
+        pytest.skip("one process: nothing to share")
+    _pid, path = _private_redis(hub.proc.proc.log())
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert _ping(path)
+    for child in _child_pids(hub.proc.proc.log()).values():
+        env = dict(item.split("=", 1) for item in
+                   Path(f"/proc/{child}/environ").read_text().split("\0") if "=" in item)
+        assert env["SPOKEHUB_STATE_BACKEND"] == "redis"
+        assert env["SPOKEHUB_REDIS_URL"] == f"unix://{path}"
+
+
+def test_private_redis_is_restarted_on_the_same_socket(hub: Hub) -> None:
+    if hub.processes == 1:
+        pytest.skip("one process: no private Redis")
+    pid, path = _private_redis(hub.proc.proc.log())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + DEADLINE_S
+    while _private_redis(hub.proc.proc.log())[0] == pid:
+        assert time.monotonic() < deadline, hub.proc.proc.log()
+        time.sleep(0.05)
+    assert _private_redis(hub.proc.proc.log())[1] == path
+    assert "the private redis-server exited" in hub.proc.proc.log()
+    assert _ping(path)
+    assert call(f"{hub.proc.url}/healthz")[0] == 200
+
+
 # -- graceful stop: its own hub, since it ends it --------------------------------------
 
 
@@ -291,6 +337,10 @@ def test_sigterm_drains_and_exits_0(processes: int, tmp_path: Path) -> None:
             assert log.count("spokehub stopped") == processes
             assert all(f"hub process {i} exited with 0" in log for i in range(processes))
             assert "spokehub supervisor stopped" in log
+            redis_pid, path = _private_redis(log)
+            assert not path.parent.exists(), "the private Redis' directory is removed"
+            assert not Path(f"/proc/{redis_pid}").exists() or \
+                Path(f"/proc/{redis_pid}/stat").read_text().split()[2] == "Z"
     finally:
         if hub is not None:
             hub.proc.stop()
