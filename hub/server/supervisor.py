@@ -71,6 +71,28 @@ def check_listen(config: Config, processes: int) -> None:
                           f"--processes {processes}; set a fixed port")
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Bind host:port the way the children will (SO_REUSEPORT) and let go: a port held
+    by another program is one clear error here, not children dying in a loop."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ConfigError(f"listen.host: cannot resolve {host!r}: {exc}") from None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                raise ConfigError(f"listen: cannot bind {addr[0]}:{port} for several "
+                                  f"processes: {exc.strerror or exc} (another program "
+                                  f"holds the port?)") from None
+
+
 @dataclass
 class RestartPolicy:
     """When to restart a child that died: capped exponential backoff per child slot,
@@ -332,6 +354,7 @@ class Supervisor:
 def supervise(config: Config, config_path: str, processes: int,
               child_port_base: int | None = None) -> int:
     check_listen(config, processes)
+    check_bindable(config.listen.host, config.listen.port)
     return Supervisor(config, config_path, processes, child_port_base).run()
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from hub.config.schema import ConfigError, parse_config
-from hub.server.supervisor import RestartPolicy, check_listen, child_ports, parse_processes
+from hub.server.supervisor import (
+    RestartPolicy,
+    check_bindable,
+    check_listen,
+    child_ports,
+    parse_processes,
+)
 from hub.state.config import BACKEND_OVERRIDE_ENV, parse_state
 
 
@@ -49,3 +57,13 @@ def test_backend_override_for_children(monkeypatch: pytest.MonkeyPatch) -> None:
         parse_state(None)
     monkeypatch.delenv(BACKEND_OVERRIDE_ENV)
     assert parse_state(None).backend == "memory"
+
+
+def test_a_port_held_without_reuse_port_is_a_clear_error() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"listen: cannot bind 127\.0\.0\.1:{port}"):
+            check_bindable("127.0.0.1", port)
+    check_bindable("127.0.0.1", port)  # free again
