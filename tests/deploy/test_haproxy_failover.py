@@ -136,6 +136,7 @@ def test_hub_fault_under_load_fails_no_request_beyond_those_in_flight(
     try:
         load.wait(lambda: len(load.ok) >= BEFORE_FAULT and {"a", "b"} <= {h for _, h in load.ok},
                   "both hubs serving")
+        on_a = sum(w["in_flight"] for w in hub_a.workers().values())  # a moment before
         with load.lock:
             in_flight_at_fault = load.in_flight
             fault_at = time.monotonic()
@@ -152,7 +153,8 @@ def test_hub_fault_under_load_fails_no_request_beyond_those_in_flight(
         assert hub_a.proc.proc is not None and hub_a.proc.proc.wait(DEADLINE_S) == 0
     failures = [what for at, what in load.failed if at >= fault_at]
     summary = (f"{fault.name}: {len(load.ok)} ok, {len(load.failed)} failed "
-               f"({len(failures)} after the fault, {in_flight_at_fault} in flight at it)")
+               f"({len(failures)} after the fault, {in_flight_at_fault} in flight at it, "
+               f"{on_a} in flight on A just before)")
     print(summary)
     record_property("haproxy_failover", summary)
     assert not [f for at, f in load.failed if at < fault_at], load.failed
