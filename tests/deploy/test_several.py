@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from agent.config import parse_config as parse_agent_config
@@ -18,7 +20,8 @@ from hub.cli.main import build_parser
 from hub.config.schema import parse_config
 from tests.agent.test_systemd import root, systemd_analyze, verify  # noqa: F401
 from tests.deploy.tools import DEPLOY, require, run
-from tests.support.procs import ROOT
+from tests.support.procs import ROOT, Proc, free_port
+from tests.support.redis_proc import redis_server_bin
 
 SEVERAL = DEPLOY / "several"
 HAPROXY_CFG = SEVERAL / "haproxy.cfg"
@@ -119,3 +122,44 @@ def test_systemd_accepts_the_processes_drop_in(root: Path) -> None:  # noqa: F81
     assert args.processes == "auto"
     unit = (ROOT / "systemd" / "spokehub-hub.service").read_text()
     assert "KillMode=mixed\n" in unit  # the supervisor stops its children itself
+
+
+def test_redis_conf_lets_only_the_hubs_in(tmp_path: Path) -> None:
+    """Debian's redis-server runs deploy/several/redis.conf (address and directory
+    changed on the command line): the hubs' user reads, writes and publishes; the
+    default user is refused."""
+    port = free_port()
+    proc = Proc([redis_server_bin(), str(SEVERAL / "redis.conf"), "--bind", "127.0.0.1",
+                 "--port", str(port), "--dir", str(tmp_path)], tmp_path / "redis.log")
+    proc.start()
+    hub = redis.Redis(host="127.0.0.1", port=port, username="spokehub", password="CHANGE-ME",
+                      socket_timeout=5)
+    anonymous = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert hub.ping()
+                break
+            except redis.ConnectionError:
+                assert proc.alive() and time.monotonic() < deadline, proc.log()
+                time.sleep(0.05)
+        assert hub.set("spokehub:test", "1") and hub.get("spokehub:test") == b"1"
+        hub.publish("spokehub:events", b"x")
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        with pytest.raises(redis.ResponseError, match="no permissions"):
+            hub.config_get("save")  # no admin commands for the hubs
+    finally:
+        hub.close()
+        anonymous.close()
+        proc.stop()
+
+
+def test_hub_env_example_holds_a_url_the_hubs_accept(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [line for line in (SEVERAL / "hub.env.example").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    name, value = lines[0].split("=", 1)
+    assert name == "SPOKEHUB_REDIS_URL"
+    monkeypatch.setenv(name, value)
+    assert parse_config({"state": {"backend": "redis"}}).state.url() == value
