@@ -325,9 +325,8 @@ class Supervisor:
             log.warning("spokehub supervisor (pid %d): %d hub processes on %s:%d",
                         os.getpid(), self.processes, self.config.listen.host,
                         self.config.listen.port)
-            for child in self.children:
-                if not self._signals:
-                    self._spawn(child)
+            for child in self.children:  # signals that came meanwhile are forwarded below
+                self._spawn(child)
             while True:
                 self._handle_signals()
                 self._reap()
