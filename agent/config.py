@@ -36,6 +36,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 MAX_AGENT_ID = 48
 MAX_WORKERS = 64  # the hub's limit per heartbeat
+MAX_HUBS = 16
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 
 ENV_HUB_URL = "SPOKEHUB_HUB_URL"
@@ -73,7 +74,7 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    hub_url: str | None
+    hub_url: str | None  # the preferred hub: hub_urls[0]
     agent_id: str
     token: Secret | None
     heartbeat_s: float = 5.0
@@ -85,6 +86,14 @@ class AgentConfig:
     hub_timeout_s: float = 10.0
     log_level: str = "info"
     token_path: str | None = None  # where the token was read from, to re-read on 401/403
+    hub_urls: tuple[str, ...] = ()  # every hub, in preferred order (hub_url alone: one)
+    hub_failback_s: float = 120.0  # away from the preferred hub this long: try it again
+
+    @property
+    def hubs(self) -> tuple[str, ...]:
+        if self.hub_urls:
+            return self.hub_urls
+        return (self.hub_url,) if self.hub_url else ()
 
     def targets(self) -> tuple[WorkerTarget, ...]:
         """The workers to probe: the listed ones, else the discovery candidates."""
@@ -163,8 +172,9 @@ def check_host(value: str, where: str) -> str:
 
 # -- parsing -------------------------------------------------------------------------
 
-_TOP_KEYS = ("hub_url", "agent_id", "token_file", "heartbeat_s", "advertise_host", "workers",
-             "discover", "gpu", "probe_timeout_s", "hub_timeout_s", "log_level")
+_TOP_KEYS = ("hub_url", "hub_urls", "hub_failback_s", "agent_id", "token_file", "heartbeat_s",
+             "advertise_host", "workers", "discover", "gpu", "probe_timeout_s", "hub_timeout_s",
+             "log_level")
 _WORKER_KEYS = ("url", "kind", "name")
 
 
@@ -202,6 +212,41 @@ def _workers(raw: object, agent_id: str, advertise_host: str | None) -> tuple[Wo
     return tuple(out)
 
 
+def _hub_urls(data: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
+    """``SPOKEHUB_HUB_URL`` (one URL or several, comma-separated), else ``hub_urls``
+    (a list) or ``hub_url`` (one), never both keys."""
+    items: list[tuple[str, str]]
+    if env.get(ENV_HUB_URL, "").strip():
+        parts = [p.strip() for p in env[ENV_HUB_URL].split(",")]
+        if not all(parts):
+            raise ConfigError(f"{ENV_HUB_URL}: an empty URL in the comma-separated list")
+        items = [(p, ENV_HUB_URL) for p in parts]
+    elif data.get("hub_urls") is not None:
+        if data.get("hub_url") is not None:
+            raise ConfigError("hub_urls: set hub_url or hub_urls, not both")
+        raw = data["hub_urls"]
+        if not isinstance(raw, list) or not raw:
+            raise ConfigError("hub_urls: must be a non-empty list of URLs")
+        items = []
+        for i, value in enumerate(raw):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"hub_urls[{i}]: must be a non-empty string")
+            items.append((value.strip(), f"hub_urls[{i}]"))
+    else:
+        text = _text(data, "hub_url")
+        items = [(text, "hub_url")] if text else []
+    if len(items) > MAX_HUBS:
+        raise ConfigError(f"{items[0][1].split('[')[0]}: at most {MAX_HUBS} hubs, "
+                          f"got {len(items)}")
+    urls: list[str] = []
+    for text, where in items:
+        url = check_url(text, where)
+        if url in urls:
+            raise ConfigError(f"{where}: {url} is listed twice")
+        urls.append(url)
+    return tuple(urls)
+
+
 def read_token_file(path_text: str, where: str) -> Secret:
     path = Path(path_text)
     try:
@@ -230,12 +275,11 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None, *,
                           f"{ENV_TOKEN}")
     _check_keys(data, _TOP_KEYS, "")
 
-    hub_url: str | None
-    if env.get(ENV_HUB_URL):
-        hub_url = check_url(env[ENV_HUB_URL].strip(), ENV_HUB_URL)
-    else:
-        text = _text(data, "hub_url")
-        hub_url = check_url(text, "hub_url") if text else None
+    hub_urls = _hub_urls(data, env)
+    hub_url = hub_urls[0] if hub_urls else None
+    hub_failback_s = 120.0
+    if data.get("hub_failback_s") is not None:
+        hub_failback_s = _number(data["hub_failback_s"], "hub_failback_s", 1, 86400)
 
     if env.get(ENV_AGENT_ID):
         agent_id = check_agent_id(env[ENV_AGENT_ID].strip(), ENV_AGENT_ID)
@@ -295,7 +339,8 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None, *,
     workers = _workers(data.get("workers"), agent_id, advertise_host)
     # What the file cannot supply on its own comes last, after its own errors.
     if hub_url is None and require_hub:
-        raise ConfigError(f"hub_url: is required (or set {ENV_HUB_URL})")
+        raise ConfigError(f"hub_url: is required (or set {ENV_HUB_URL}), or hub_urls "
+                          f"for several hubs")
     if token is None and require_hub:
         raise ConfigError(f"token_file: is required (or set {ENV_TOKEN} / {ENV_TOKEN_FILE})")
     return AgentConfig(
@@ -303,7 +348,8 @@ def parse_config(raw: object, env: Mapping[str, str] | None = None, *,
         advertise_host=advertise_host,
         workers=workers,
         discover=discover, gpu=gpu, probe_timeout_s=probe_timeout_s,
-        hub_timeout_s=hub_timeout_s, log_level=log_level, token_path=token_path)
+        hub_timeout_s=hub_timeout_s, log_level=log_level, token_path=token_path,
+        hub_urls=hub_urls, hub_failback_s=hub_failback_s)
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None, *,

@@ -19,6 +19,7 @@ from typing import Any
 from agent import __version__
 from agent.client import HEADERS, open_pool
 from agent.config import AgentConfig, read_token_file
+from agent.failover import HubChooser, Switch
 from agent.gpu import GpuReader, GpuReading
 from agent.heartbeat import (
     AUTH,
@@ -71,8 +72,11 @@ class Agent:
         self.config = config
         self.pool = pool
         self.version = version
-        self.hub = (HubClient(pool, config.hub_url, config.agent_id, config.token,
-                              config.hub_timeout_s) if config.hub_url else None)
+        self.hubs = [HubClient(pool, url, config.agent_id, config.token, config.hub_timeout_s)
+                     for url in config.hubs]
+        self.chooser = HubChooser(max(1, len(self.hubs)), config.hub_failback_s)
+        self._accepted_by: set[int] = set()  # hubs that took a heartbeat: deregister there
+        self._all_down = False  # the last round found every hub unavailable
         self.gpu_reader = gpu_reader or GpuReader(config.gpu)
         self.clock = clock
         self.sleep = sleep
@@ -140,22 +144,54 @@ class Agent:
 
     # -- talking to the hub ----------------------------------------------------------
 
+    @property
+    def hub(self) -> HubClient | None:
+        """The hub heartbeats go to now (one at a time; see agent/failover.py)."""
+        return self.hubs[self.chooser.index] if self.hubs else None
+
     async def beat(self) -> HubReply:
-        """Collect and send one heartbeat."""
-        if self.hub is None:
+        """Collect and send one heartbeat: to the current hub, and on to the next ones
+        while they are unavailable, at most once round them all."""
+        if not self.hubs:
             raise ConfigError("hub_url: is required")
         payload = await self.collect()
-        reply = await self.hub.heartbeat(payload)
+        self._note_switch(self.chooser.before_attempt(self.clock()), None)
+        for tried in range(1, len(self.hubs) + 1):
+            reply = await self.hubs[self.chooser.index].heartbeat(payload)
+            if reply.ok:
+                self._accepted_by.add(self.chooser.index)
+            if reply.outcome != UNAVAILABLE:
+                break  # the hub answered (a refusal is the same on every hub)
+            switch = self.chooser.failed(self.clock())
+            if tried == len(self.hubs):
+                break  # every hub failed this round: the caller backs off
+            if not self._all_down:  # while all are down, rounds repeat: log them once
+                self._note_switch(switch, reply)
+        self._all_down = reply.outcome == UNAVAILABLE
         self._note_reply(reply)
         return reply
+
+    def _note_switch(self, switch: Switch | None, reply: HubReply | None) -> None:
+        """One line per change of hub."""
+        if switch is None:
+            return
+        old, new = self.hubs[switch.old].hub_url, self.hubs[switch.new].hub_url
+        if switch.reason == "failback":
+            log.info("going back to the preferred hub %s (on %s for at least %gs)", new, old,
+                     self.config.hub_failback_s)
+        else:
+            log.warning("hub %s unavailable (%s); failing over to %s", old,
+                        reply.detail if reply else "?", new)
 
     def _note_reply(self, reply: HubReply) -> None:
         self.last_reply = reply
         hub = self.hub.hub_url if self.hub else "?"
+        if self._all_down and len(self.hubs) > 1:
+            hub = "(every one: " + ", ".join(h.hub_url for h in self.hubs) + ")"
         now = self.clock()
         if reply.ok:
             accepted = tuple(sorted(reply.accepted))
-            if self._changes.changed("hub", OK):
+            if self._changes.changed("hub", (OK, hub)):
                 after = ""
                 if self._down_since is not None:
                     after = (f" after {self.failures} failed attempt(s) over "
@@ -203,7 +239,7 @@ class Agent:
     def _reload_token(self) -> None:
         """After a 401/403, pick up a rotated token file without a restart."""
         path = self.config.token_path
-        if self.hub is None or path is None:
+        if not self.hubs or path is None:
             return
         try:
             token = read_token_file(path, "token_file")
@@ -212,9 +248,10 @@ class Agent:
                 log.error("%s", exc)
             return
         self._changes.forget("token_file")
-        if token != self.hub.token:
+        if self.hub is not None and token != self.hub.token:
             log.info("token file %s changed; using the new token", path)
-            self.hub.token = token
+            for hub in self.hubs:
+                hub.token = token
             self._changes.forget("hub")
 
     async def run(self) -> None:
@@ -244,15 +281,22 @@ class Agent:
             await self.sleep(delay)
 
     async def deregister(self) -> HubReply | None:
+        """Deregister from the current hub and from every other one that took a
+        heartbeat (hubs without shared state each hold the agent until it expires);
+        returns the current hub's answer."""
         if self.hub is None:
             return None
-        reply = await self.hub.deregister()
-        if reply.ok or reply.status == 404:
-            log.info("deregistered from hub %s", self.hub.hub_url)
-        else:
-            log.warning("could not deregister from hub %s (%s); it will expire the agent "
-                        "when heartbeats stop", self.hub.hub_url, reply.detail)
-        return reply
+        current = self.chooser.index
+        targets = sorted(self._accepted_by | {current})
+        replies = await asyncio.gather(*(self.hubs[i].deregister() for i in targets))
+        for i, reply in zip(targets, replies, strict=True):
+            url = self.hubs[i].hub_url
+            if reply.ok or reply.status == 404:
+                log.info("deregistered from hub %s", url)
+            else:
+                log.warning("could not deregister from hub %s (%s); it will expire the "
+                            "agent when heartbeats stop", url, reply.detail)
+        return replies[targets.index(current)]
 
     def log_startup(self) -> None:
         c = self.config
@@ -260,9 +304,10 @@ class Agent:
         workers = listed or ("discovering on 127.0.0.1:8080 (llama.cpp), 127.0.0.1:11434 "
                              "(Ollama)" if c.discover and not c.workers else "none")
         log.info("spokehub-agent %s starting: agent_id=%s hub=%s heartbeat=%gs gpu=%s "
-                 "workers: %s", self.version, c.agent_id, c.hub_url, c.heartbeat_s, c.gpu,
+                 "workers: %s", self.version, c.agent_id, ", ".join(c.hubs) or None,
+                 c.heartbeat_s, c.gpu,
                  workers)
-        if c.hub_url and not is_loopback(c.hub_url):
+        if c.hubs and not all(is_loopback(u) for u in c.hubs):
             for t in self.targets:
                 if is_loopback(t.advertise_url):
                     log.warning("worker %s is advertised as %s, which the hub cannot reach; "
@@ -286,7 +331,7 @@ def setup_logging(level: str) -> None:
 
 def _urls(config: AgentConfig) -> list[str]:
     """Every URL the agent talks to (to know whether TLS is needed)."""
-    return [config.hub_url or "", *(t.url for t in config.targets())]
+    return [*config.hubs, *(t.url for t in config.targets())]
 
 
 async def collect_once(config: AgentConfig) -> dict[str, Any]:

@@ -1,10 +1,15 @@
-"""Run the hub on uvloop: SIGHUP reloads the config, SIGTERM/SIGINT drain and exit 0."""
+"""Run the hub on uvloop: SIGHUP reloads the config, SIGTERM/SIGINT drain and exit 0.
+
+As one of several processes on one port (``spokehub serve --processes N``) it binds
+with SO_REUSEPORT, names itself in an ``X-Spokehub-Process`` response header and may
+also listen on a port of its own, so a scrape of /metrics can reach each process."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 
 import uvloop
 from aiohttp import web, web_protocol
@@ -54,8 +59,35 @@ def _on_sighup(app: web.Application) -> None:
         log.error("config reload rejected, keeping the old config: %s", exc)
 
 
-async def serve(config: Config, config_path: str | None = None) -> None:
+PROCESS_HEADER = "X-Spokehub-Process"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRole:
+    """This process among the supervisor's children (``slot`` None: the only one)."""
+
+    slot: int | None = None
+    own_ports: tuple[int, ...] = ()
+
+    @property
+    def shared_port(self) -> bool:
+        return self.slot is not None
+
+
+def _tag_responses(app: web.Application, slot: int) -> None:
+    value = str(slot)
+
+    async def tag(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[PROCESS_HEADER] = value
+
+    app.on_response_prepare.append(tag)
+
+
+async def serve(config: Config, config_path: str | None = None,
+                role: ProcessRole = ProcessRole()) -> None:
     app = build_app(config, config_path)
+    if role.slot is not None:
+        _tag_responses(app, role.slot)
     # shutdown_timeout: aiohttp waits it twice (before and after cancelling handlers), so
     # the grace period is run below (Proxy.drain) and aiohttp only gets what is left.
     # keepalive_timeout: idle client connections (aiohttp's default is an hour).
@@ -69,16 +101,21 @@ async def serve(config: Config, config_path: str | None = None) -> None:
     guard = ConnectionGuard(runner.server, HEADER_TIMEOUT_S)
     guard_task = asyncio.create_task(guard.run(), name="spokehub-connection-guard")
     site = web.TCPSite(runner, config.listen.host, config.listen.port, backlog=1024,
-                       reuse_address=True)
+                       reuse_address=True, reuse_port=role.shared_port or None)
     await site.start()
+    own_sites = [web.TCPSite(runner, config.listen.host, port, backlog=128,
+                             reuse_address=True) for port in role.own_ports]
+    for own in own_sites:
+        await own.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _on_sighup, app)
+    who = "" if role.slot is None else f", process {role.slot}"
     for addr in runner.addresses:
-        log.warning("spokehub listening on http://%s:%s (%d workers)", addr[0], addr[1],
-                    len(config.workers))
+        log.warning("spokehub listening on http://%s:%s (%d workers%s)", addr[0], addr[1],
+                    len(config.workers), who)
     try:
         await stop.wait()
     finally:
@@ -88,12 +125,15 @@ async def serve(config: Config, config_path: str | None = None) -> None:
                     "%d in-flight requests", hub.config.shutdown_grace_s, in_flight)
         guard_task.cancel()
         await site.stop()  # refuse new connections now
+        for own in own_sites:
+            await own.stop()
         runner.server.pre_shutdown()  # and close idle keep-alive ones
         await hub.proxy.drain(hub.config.shutdown_grace_s)
         await runner.cleanup()
         log.warning("spokehub stopped")
 
 
-def run(config: Config, config_path: str | None = None) -> None:
+def run(config: Config, config_path: str | None = None,
+        role: ProcessRole = ProcessRole()) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(config, config_path))
+        runner.run(serve(config, config_path, role))

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hub.config.kit import ConfigError, Section
 
 STATE_BACKENDS = ("memory", "redis")
+# Set by ``spokehub serve --processes N`` for its children: they share state through
+# the supervisor's private Redis whatever the file says (and keep doing so on reload).
+BACKEND_OVERRIDE_ENV = "SPOKEHUB_STATE_BACKEND"
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -56,6 +59,12 @@ def parse_state(raw: object, path: str = "state") -> StateConfig:
         rate_limits_on_outage=s.text("rate_limits_on_outage", d.rate_limits_on_outage,
                                      choices=("open", "closed")))
     s.done()
+    override = os.environ.get(BACKEND_OVERRIDE_ENV, "").strip()
+    if override:
+        if override not in STATE_BACKENDS:
+            raise ConfigError(f"{BACKEND_OVERRIDE_ENV}: must be one of "
+                              f"{', '.join(STATE_BACKENDS)}, got {override!r}")
+        out = replace(out, backend=override)
     if not _NAMESPACE_RE.match(out.namespace):
         raise ConfigError(f"{path}.namespace: 1-64 letters, digits or _.:- "
                           f"(got {out.namespace!r})")
