@@ -63,6 +63,21 @@ async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.agents.save()
 
 
+async def state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Share fleet state with other hubs through Redis (state.backend: redis). Waits
+    at most about a second for Redis: a hub whose Redis is down serves from its own
+    state (the agents' state file) and joins the fleet when Redis comes back."""
+    hub = app[HUB]
+    shared = hub.shared
+    if shared is None:
+        yield
+        return
+    shared.attach(hub.agents, hub.registry, lambda: hub.proxy.breakers)
+    await shared.start()
+    yield
+    await shared.stop()
+
+
 async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
     """Every answer is JSON, SSE or a static file: browsers must not guess otherwise."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -75,6 +90,7 @@ def build_app(config: Config, config_path: str | None = None) -> web.Application
     app[HUB] = Hub(config, config_path)
     app.cleanup_ctx.append(agents_ctx)
     app.cleanup_ctx.append(upstream_ctx)
+    app.cleanup_ctx.append(state_ctx)
     app.cleanup_ctx.append(prober_ctx)
     app.on_response_prepare.append(_nosniff)
     add_routes(app)
