@@ -52,8 +52,10 @@ class AgentSync:
 
     # -- local heartbeats --------------------------------------------------------------
     def _reported(self, report: dict[str, Any]) -> None:
-        if self.link.up:  # else the resync stores it (it is newer than what is stored)
+        if self.link.up:
             self._bg.spawn(self._store(report), f"share agent {report['agent_id']}")
+        else:  # the resync stores it (it is newer than what is stored)
+            self.link.count_dropped(CHANNEL)
 
     async def _store(self, report: dict[str, Any]) -> None:
         body = encode(self.link.hub_id, {"op": "put", **report})
@@ -63,6 +65,7 @@ class AgentSync:
             pipe.publish(self.link.channel(CHANNEL), body)
             await pipe.execute()
         except LINK_ERRORS as exc:
+            self.link.count_dropped(CHANNEL)
             self.link.mark_down(exc)
             return
         self.link.count_published(CHANNEL)
@@ -70,6 +73,8 @@ class AgentSync:
     def _deregistered(self, agent_id: str, subject: str) -> None:
         if self.link.up:
             self._bg.spawn(self._delete(agent_id, subject), f"share deregister {agent_id}")
+        else:  # lost: other hubs keep the agent's workers until their TTL passes
+            self.link.count_dropped(CHANNEL)
 
     async def _delete(self, agent_id: str, subject: str) -> None:
         body = encode(self.link.hub_id, {"op": "del", "agent_id": agent_id, "owner": subject})
@@ -79,6 +84,7 @@ class AgentSync:
             pipe.publish(self.link.channel(CHANNEL), body)
             await pipe.execute()
         except LINK_ERRORS as exc:
+            self.link.count_dropped(CHANNEL)
             self.link.mark_down(exc)
             return
         self.link.count_published(CHANNEL)

@@ -63,7 +63,10 @@ class BreakerSync:
 
     # -- local transitions ---------------------------------------------------------------
     def transition(self, name: str, old: State, new: State) -> None:
-        if self._applying or new is State.HALF_OPEN or not self.link.up:
+        if self._applying or new is State.HALF_OPEN:
+            return
+        if not self.link.up:  # open ones are stored by the resync; closes are lost
+            self.link.count_dropped(CHANNEL)
             return
         if new is State.OPEN:
             breaker = self.breakers().find(name)
@@ -90,6 +93,7 @@ class BreakerSync:
             pipe.publish(self.link.channel(CHANNEL), body)
             await pipe.execute()
         except LINK_ERRORS as exc:
+            self.link.count_dropped(CHANNEL)
             self.link.mark_down(exc)
             return
         self.link.count_published(CHANNEL)

@@ -80,6 +80,8 @@ class DrainSync:
         self.pending.add(worker.name)
         if self.link.up:
             self._bg.spawn(self._write(worker.name, flag), f"share drain {worker.name}")
+        else:
+            self.link.count_dropped(CHANNEL)
 
     async def _write(self, name: str, flag: DrainFlag) -> None:
         body = self._record(name, flag)
@@ -89,6 +91,7 @@ class DrainSync:
             pipe.publish(self.link.channel(CHANNEL), body)
             await pipe.execute()
         except LINK_ERRORS as exc:
+            self.link.count_dropped(CHANNEL)
             self.link.mark_down(exc)
             return
         self.link.count_published(CHANNEL)

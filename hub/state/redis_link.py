@@ -157,6 +157,11 @@ class RedisLink:
         """A part published on ``channel`` itself (in a pipeline with its write)."""
         self.published[channel] += 1
 
+    def count_dropped(self, channel: str) -> None:
+        """A part had something for ``channel`` while the link was down (the resync
+        after the outage carries the state instead)."""
+        self.dropped[channel] += 1
+
     async def start(self, wait_s: float | None = None) -> None:
         """Start the supervisor; wait at most ``wait_s`` (default: one connect timeout
         and a resync) for the first connect, so a hub whose Redis is up starts with the
@@ -204,6 +209,9 @@ class RedisLink:
 
     async def _connect(self) -> None:
         self._kick.clear()
+        # Connections pooled before an outage are dead; with retries off, the first
+        # command on one would fail and end this connect. Start from an empty pool.
+        await self._client.connection_pool.disconnect()
         async with asyncio.timeout(self.timeout_s * 2):
             await self._client.ping()
         pubsub = self._client.pubsub()
@@ -216,13 +224,13 @@ class RedisLink:
         self._up = True
         self._ever_up = True
         self._kick.clear()
-        if self._down_logged:
-            log.warning("shared state: Redis is back; resyncing")
+        await self._run_resync()
+        if self._down_logged:  # logged once when it went down, once now
+            log.warning("shared state: Redis is back; resynced with it")
         elif first:
             log.info("shared state: connected to Redis (namespace %s, hub %s)",
                      self.namespace, self._hub_id)
         self._down_logged = False
-        await self._run_resync()
         self.first_attempt.set()
 
     async def _run_resync(self) -> None:
