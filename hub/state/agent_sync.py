@@ -57,18 +57,21 @@ class AgentSync:
         else:  # the resync stores it (it is newer than what is stored)
             self.link.count_dropped(CHANNEL)
 
-    async def _store(self, report: dict[str, Any]) -> None:
-        body = encode(self.link.hub_id, {"op": "put", **report})
+    async def _store(self, *reports: dict[str, Any]) -> None:
+        """Store and publish reports, in one round trip."""
         try:
             pipe = self.link.client.pipeline(transaction=False)
-            pipe.set(self.key(report["agent_id"]), body, ex=self.ttl_s)
-            pipe.publish(self.link.channel(CHANNEL), body)
+            for report in reports:
+                body = encode(self.link.hub_id, {"op": "put", **report})
+                pipe.set(self.key(report["agent_id"]), body, ex=self.ttl_s)
+                pipe.publish(self.link.channel(CHANNEL), body)
             await pipe.execute()
         except LINK_ERRORS as exc:
             self.link.count_dropped(CHANNEL)
             self.link.mark_down(exc)
             return
-        self.link.count_published(CHANNEL)
+        for _ in reports:
+            self.link.count_published(CHANNEL)
 
     def _deregistered(self, agent_id: str, subject: str) -> None:
         if self.link.up:
@@ -131,16 +134,15 @@ class AgentSync:
                 stored[agent_id] = seen
                 if from_other_hub(doc, self.link.hub_id) or agent_id not in self.book.reports:
                     await self.book.apply_shared(doc)
-        mine = 0
-        for agent_id, report in list(self.book.reports.items()):
-            seen = number(report, "last_seen")
-            if seen is not None and (agent_id not in stored or seen > stored[agent_id]):
-                await self._store(report)
-                mine += 1
-                if not self.link.up:
-                    return
+        newer = [report for agent_id, report in list(self.book.reports.items())
+                 if (seen := number(report, "last_seen")) is not None
+                 and (agent_id not in stored or seen > stored[agent_id])]
+        for i in range(0, len(newer), MGET_BATCH):
+            await self._store(*newer[i:i + MGET_BATCH])
+            if not self.link.up:
+                return
         log.info("shared state: %d agents stored, %d written from this hub", len(stored),
-                 mine)
+                 len(newer))
 
     async def stop(self) -> None:
         await self._bg.stop()

@@ -60,7 +60,7 @@ class RedisLink:
 
     def __init__(self, url: str, namespace: str, *, hub_id: str | None = None,
                  timeout_s: float = 0.5, ping_every_s: float = 1.0,
-                 backoff_s: tuple[float, float] = (0.1, 2.0),
+                 backoff_s: tuple[float, float] = (0.1, 1.0),
                  rng: random.Random | None = None) -> None:
         self.namespace = namespace
         self._hub_id = hub_id or new_hub_id()
@@ -194,7 +194,8 @@ class RedisLink:
             except asyncio.CancelledError:
                 raise
             except LINK_ERRORS as exc:
-                self.mark_down(exc)
+                if not self._stopping:
+                    self.mark_down(exc)
             except Exception as exc:  # a bug in a handler must not end the link
                 log.exception("shared state: link error")
                 self.mark_down(exc)
