@@ -229,8 +229,7 @@ class AgentBook:
         last_seen = min(last_seen, now)  # another host's clock may run ahead
         rec = self.records.get(agent_id)
         if now - last_seen > self.settings.remove_after_s or (
-                rec is not None and rec.heard and rec.owner == owner
-                and rec.last_seen >= last_seen):
+                rec is not None and rec.owner == owner and rec.last_seen >= last_seen):
             return False
         result = HeartbeatResult()
         try:

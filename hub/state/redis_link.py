@@ -187,10 +187,11 @@ class RedisLink:
     async def _supervise(self) -> None:
         delay = self.backoff_s[0]
         while not self._stopping:
+            resubscribe = False
             try:
                 await self._connect()
                 delay = self.backoff_s[0]
-                await self._serve()
+                resubscribe = await self._serve()
             except asyncio.CancelledError:
                 raise
             except LINK_ERRORS as exc:
@@ -205,6 +206,8 @@ class RedisLink:
             await self._close_pubsub()
             if self._stopping:
                 return
+            if resubscribe:
+                continue
             await asyncio.sleep(delay * (0.5 + self._rng.random()))
             delay = min(delay * 2, self.backoff_s[1])
 
@@ -241,12 +244,19 @@ class RedisLink:
             except Exception:
                 log.exception("shared state: a resync handler failed")
         for step in list(self._resync_async):
-            await step()  # a link error here ends this connection: resync again later
+            try:
+                await step()  # a link error here ends this connection: resync again later
+            except LINK_ERRORS:
+                raise
+            except Exception:  # a bug in one part must not keep the link down
+                log.exception("shared state: a resync step failed")
             if not self._up:
                 raise ConnectionError(self.last_error or "Redis went away during resync")
         self.resyncs += 1
 
-    async def _serve(self) -> None:
+    async def _serve(self) -> bool:
+        """Read messages until kicked; True if kicked by a new subscription (reconnect
+        at once, no backoff), else raises."""
         pubsub = self._pubsub
         assert pubsub is not None
         loop = asyncio.get_running_loop()
@@ -267,7 +277,7 @@ class RedisLink:
                     await self._client.ping()
                 next_ping = loop.time() + self.ping_every_s
         if not self._stopping and self._up:  # kicked by a new subscription: reconnect now
-            return
+            return True
         raise ConnectionError(self.last_error or "link marked down")
 
     def _dispatch(self, message: dict[str, Any], prefix: str) -> None:

@@ -94,3 +94,24 @@ async def test_mark_down_from_a_part_reconnects_and_resyncs(
         await eventually(lambda: a.up and a.resyncs == 2, what="reconnect after mark_down")
     finally:
         await a.stop()
+
+
+async def test_a_part_that_subscribes_after_start_gets_messages_and_a_resync(
+        redis_server: RedisServer) -> None:
+    ns = f"t{secrets.token_hex(4)}"
+    a, b = link(redis_server.url, ns, "a"), link(redis_server.url, ns, "b")
+    await a.start()
+    await b.start()
+    try:
+        got: list[bytes] = []
+        resynced: list[int] = []
+        b.on_resync(lambda: resynced.append(b.resyncs))
+        b.subscribe("late", got.append)
+        # the link resubscribes, then resyncs: after the resync the channel is live
+        await eventually(lambda: resynced != [], what="resync for the late part")
+        await a.publish("late", b"x")
+        await eventually(lambda: got == [b"x"], what="message on a late channel")
+        assert b.up and b.outages == 0
+    finally:
+        await a.stop()
+        await b.stop()
