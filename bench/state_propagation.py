@@ -14,17 +14,28 @@ moment hub B's has changed (a listener at B, no polling):
 It also times an outage: Redis killed, then restarted (empty), until both links are
 up and B holds a worker registered at A during the outage.
 
-Usage: python -m bench.state_propagation [--samples 200]
+``--processes N`` instead runs two real hub processes (JWT auth off, agents off)
+with N config workers on one failing fault worker; each request at hub A opens one
+worker's breaker (``consecutive_failures: 1``, one attempt), and a thread polling
+hub B's ``/admin/workers`` notes when B shows it open. The figure is from A's
+client getting its error to B's admin API showing the breaker open, so it includes
+one poll (a few ms) and can be below zero (A publishes before it answers).
+
+Usage: python -m bench.state_propagation [--samples 200] [--processes 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import statistics
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -38,6 +49,7 @@ from hub.resilience.breaker import BreakerConfig, Breakers, Outcome, State
 from hub.state.config import StateConfig
 from hub.state.redis_link import RedisLink
 from hub.state.shared import SharedState
+from tests.support.hubproc import FaultWorker, HubProcess
 from tests.support.redis_proc import RedisServer
 
 BOX = Principal(sub="box", tenant="box", scopes=frozenset({"agent"}), models=None)
@@ -65,7 +77,7 @@ class Side:
 
 def summary(name: str, samples: list[float]) -> str:
     ms = sorted(s * 1000 for s in samples)
-    q = statistics.quantiles(ms, n=100)
+    q = statistics.quantiles(ms, n=100, method="inclusive")
     return (f"{name:8s} n={len(ms):4d}  p50 {q[49]:6.2f} ms  p90 {q[89]:6.2f} ms  "
             f"p99 {q[98]:6.2f} ms  max {ms[-1]:6.2f} ms")
 
@@ -147,12 +159,93 @@ async def run(samples: int) -> None:
             server.stop()
 
 
+def admin_workers(hub: HubProcess) -> dict[str, Any]:
+    return {w["name"]: w for w in hub.get_json("/admin/workers")["workers"]}
+
+
+def post(hub: HubProcess, model: str) -> int:
+    req = urllib.request.Request(f"{hub.url}/v1/chat/completions", data=json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+
+
+def processes(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        server = RedisServer(work).start()
+        fault = FaultWorker(work, "fm", "error500").start()
+        config = {
+            "state": {"backend": "redis"}, "health": {"interval_s": 1, "timeout_s": 1},
+            "routing": {"max_attempts": 1},
+            "resilience": {"breaker": {"consecutive_failures": 1, "cooldown_s": 600,
+                                       "max_cooldown_s": 600}},
+            "workers": [{"name": f"w{i}", "url": fault.url} for i in range(n)]}
+        env = {"SPOKEHUB_REDIS_URL": server.url}
+        a = HubProcess(config, work, env).start()
+        b = HubProcess(config, work, env).start()
+        seen_b: dict[str, float] = {}
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                now = time.perf_counter()
+                for name, w in admin_workers(b).items():
+                    if w["breaker"]["state"] == "open" and name not in seen_b:
+                        seen_b[name] = now
+        try:
+            poll_sync(lambda: all(w["healthy"] for w in admin_workers(a).values())
+                      and all(w["healthy"] for w in admin_workers(b).values()))
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            answered: dict[str, float] = {}
+            for _ in range(n):
+                before = {k for k, w in admin_workers(a).items()
+                          if w["breaker"]["state"] == "open"}
+                post(a, "fm")
+                done = time.perf_counter()
+                opened = {k for k, w in admin_workers(a).items()
+                          if w["breaker"]["state"] == "open"} - before
+                for name in opened:
+                    answered[name] = done
+                time.sleep(0.05)
+            poll_sync(lambda: set(answered) <= set(seen_b))
+            stop.set()
+            watcher.join()
+            delays = [seen_b[k] - answered[k] for k in answered]
+            print(summary("process", delays))
+        finally:
+            stop.set()
+            a.stop()
+            b.stop()
+            fault.stop()
+            server.stop()
+
+
+def poll_sync(pred: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError("not ready")
+        time.sleep(0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--processes", type=int, default=0,
+                    help="time breaker propagation between two hub processes instead")
     args = ap.parse_args()
     logging.getLogger("spokehub").setLevel(logging.CRITICAL)  # the figures only
-    asyncio.run(run(args.samples))
+    if args.processes:
+        processes(args.processes)
+    else:
+        asyncio.run(run(args.samples))
 
 
 if __name__ == "__main__":

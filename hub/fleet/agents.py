@@ -86,6 +86,7 @@ class AgentRecord:
     host: dict[str, Any] | None = None
     labels: dict[str, str] = field(default_factory=dict)  # worker name -> the agent's name
     heard: bool = True  # reported since this hub process started (False: from the state file)
+    shared: bool = False  # last heard through another hub (state.backend: redis)
 
 
 @dataclass(slots=True)
@@ -129,6 +130,10 @@ class AgentBook:
         self.reports: dict[str, dict[str, Any]] = {}
         self.on_report: list[Callable[[dict[str, Any]], None]] = []
         self.on_deregister: list[Callable[[str, str], None]] = []  # (agent id, subject)
+        # True while the shared store is down: agents heard through other hubs then
+        # keep their workers (the last snapshot; probes still check them), since their
+        # heartbeats cannot reach this hub until it is back.
+        self.hold_shared: Callable[[], bool] = lambda: False
 
     def source(self, agent_id: str) -> str:
         return f"agent:{agent_id}"
@@ -237,6 +242,7 @@ class AgentBook:
             entries = self._entries(agent_id, doc["workers"], models, result)
             entries = await self._check_networks(entries, result)
             self._apply(agent_id, owner, doc, entries, result, now=last_seen)
+            self.records[agent_id].shared = True
         except HubError as exc:
             self._note_refusal(agent_id, owner, f"(shared by another hub) {exc.message}")
             return False
@@ -351,6 +357,7 @@ class AgentBook:
         rec = self._claim(agent_id, subject, now)  # again: other heartbeats ran meanwhile
         rec.last_seen = now
         rec.heard = True
+        rec.shared = False
         rec.host = host_report(doc.get("host"))
         rec.labels = {e.spec.name: e.label for e in entries
                       if e.label is not None and e.label != e.spec.name}
@@ -472,8 +479,11 @@ class AgentBook:
         """Mark workers of silent agents stale, forget them later. Cheap; run every second."""
         now = self.clock()
         removed = False
+        held = self.hold_shared()
         for worker in self.registry:
             if worker.source == "config" or worker.last_seen is None:
+                continue
+            if held and self._heard_elsewhere(worker.source):
                 continue
             age = now - worker.last_seen
             if age > self.settings.remove_after_s:
@@ -486,11 +496,15 @@ class AgentBook:
                             "reports again", worker.name, age)
         live = {w.source for w in self.registry}
         for agent_id, rec in list(self.records.items()):
-            if (now - rec.last_seen > self.settings.remove_after_s
+            if (now - rec.last_seen > self.settings.remove_after_s and not (held and rec.shared)
                     and self.source(agent_id) not in live):
                 self._forget(agent_id)
         if removed:
             self.save()
+
+    def _heard_elsewhere(self, source: str) -> bool:
+        rec = self.records.get(source.removeprefix("agent:"))
+        return rec is not None and rec.shared
 
     # -- persistence -------------------------------------------------------------
     def save(self) -> None:
@@ -501,7 +515,7 @@ class AgentBook:
             {"name": w.name, "url": w.url, "kind": w.spec.kind, "source": w.source,
              "models": sorted(w.spec.models), "last_seen": w.last_seen,
              "owner": rec.owner if (rec := self.records.get(w.source.removeprefix("agent:")))
-             else None}
+             else None, "shared": rec is not None and rec.shared}
             for w in self.registry if w.source != "config"]}
         try:
             write_json_atomic(path, doc)
@@ -551,12 +565,14 @@ class AgentBook:
             worker = self.registry.add(spec)
             worker.source = source
             worker.last_seen = last_seen
-            worker.agent_stale = now - last_seen > self.settings.ttl_s
+            shared = raw.get("shared") is True  # heard through another hub
+            worker.agent_stale = (now - last_seen > self.settings.ttl_s
+                                  and not (shared and self.hold_shared()))
             agent_id = source.removeprefix("agent:")
             owner = raw.get("owner")
             if isinstance(owner, str) and agent_id not in self.records:
                 self.records[agent_id] = AgentRecord(owner=owner, last_seen=last_seen,
-                                                     heard=False)
+                                                     heard=False, shared=shared)
                 self._held[owner] += 1
             loaded += 1
         if loaded:

@@ -80,6 +80,7 @@ class Hub:
         self.state: SharedLink | None = None if self.shared is None else self.shared.link
         if self.shared is not None:
             self.metrics.prom.register(StateCollector(self.shared.link))
+            self.agents.hold_shared = self.shared.holding
         for warning in security_warnings(config):
             log.warning("%s", warning)
 

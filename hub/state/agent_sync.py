@@ -14,6 +14,10 @@ it took while Redis was down, or everything, if Redis restarted empty. What this
 cannot recover: a deregistration made at another hub during the outage (the agent
 comes back here until its TTL passes, unless it heartbeats elsewhere), and agent
 workers restored from a state file (no report: shared again at their next heartbeat).
+
+While Redis is down, workers of agents last heard through another hub neither go
+stale nor are removed here (their heartbeats cannot arrive): the hub serves from its
+last snapshot, and its own probes and breakers still guard them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class AgentSync:
         self.book = book
         self._bg = Background()
         book.on_report.append(self._reported)
+        book.hold_shared = lambda: not link.up  # outage: keep what other hubs reported
         book.on_deregister.append(self._deregistered)
         link.subscribe(CHANNEL, self._received)
         link.on_resync_async(self.resync)

@@ -25,6 +25,10 @@ class SharedState:
         self.drains: DrainSync | None = None
         self.breakers: BreakerSync | None = None
 
+    def holding(self) -> bool:
+        """Redis is down (or not reached yet): keep what other hubs reported."""
+        return not self.link.up
+
     def attach(self, book: AgentBook, registry: Registry,
                breakers: Callable[[], Breakers]) -> None:
         """Share these (before ``start``, so the first resync covers them)."""

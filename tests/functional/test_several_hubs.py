@@ -285,7 +285,9 @@ def test_hub_started_while_redis_is_down_serves_its_persisted_agent_workers(
         fleet: Fleet, make_fault: Callable[..., FaultWorker], tmp_path: Path) -> None:
     f0 = make_fault("fm")
     a = fleet.hub()
-    c_config = {"agents": {"ttl_s": 120, "state_file": str(tmp_path / "c-agents.json")}}
+    # A short TTL: the agent reports to hub a only, so while Redis is down hub c hears
+    # nothing of it and must serve from its last snapshot rather than expire it.
+    c_config = {"agents": {"ttl_s": 1, "state_file": str(tmp_path / "c-agents.json")}}
     c = fleet.hub(**c_config)
     agent = fleet.token("agent", tenant="box", models=["fm"])
     name = f"box-llamacpp-{f0.port}"
@@ -297,10 +299,15 @@ def test_hub_started_while_redis_is_down_serves_its_persisted_agent_workers(
     assert fleet.metric(c2, "spokehub_state_backend_up") == 0.0
     wait_for(lambda: fleet.workers(c2).get(name, {}).get("healthy") is True,
              "restored worker probed healthy")
+    time.sleep(1.5)  # past its TTL: still served while Redis is down
+    assert fleet.workers(c2)[name]["agent_stale"] is False
     reply = fleet.chat(c2, "fm")
     assert reply.status == 200 and reply.headers["x-spokehub-worker"] == name
     fleet.redis.start()
     wait_for(lambda: fleet.metric(c2, "spokehub_state_backend_up") == 1.0, "c joins")
-    # and it takes part again: a drain at a reaches it
+    # and it takes part again: a drain at a reaches it, and a heartbeat at a refreshes it
     assert fleet.call(a, "POST", f"/admin/workers/{name}/drain").status == 200
     wait_for(lambda: fleet.workers(c2)[name]["draining"], "drain reaches the late hub")
+    assert fleet.beat(a, "box", agent, entry(f0.url, ["fm"])).status == 200
+    wait_for(lambda: [x["agent_id"] for x in fleet.call(c2, "GET", "/admin/agents").doc[
+        "agents"]] == ["box"], "the agent's next report reaches the late hub")
