@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,8 +26,3 @@ async def eventually(pred: Callable[[], bool], timeout: float = 30.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not met within {timeout}s")
         await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path
