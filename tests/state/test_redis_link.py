@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
+import time
 from pathlib import Path
 
 from hub.state.redis_link import RedisLink
@@ -115,3 +117,28 @@ async def test_a_part_that_subscribes_after_start_gets_messages_and_a_resync(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_hung_redis_is_an_outage_too(tmp_path: Path) -> None:
+    """SIGSTOP: the socket stays open but nothing answers. The periodic PING times
+    out, the link goes down, and publishing returns at once instead of waiting."""
+    server = RedisServer(tmp_path).start()
+    a = link(server.url, "hung", "a")
+    a.subscribe("news", lambda payload: None)
+    await a.start()
+    assert server.proc is not None
+    try:
+        assert a.up
+        server.proc.signal(signal.SIGSTOP)
+        await eventually(lambda: not a.up, what="hung Redis noticed")
+        t0 = time.monotonic()
+        await a.publish("news", b"x")
+        assert a.dropped["news"] == 1
+        waited = time.monotonic() - t0
+        server.proc.signal(signal.SIGCONT)
+        await eventually(lambda: a.up, what="back after SIGCONT")
+        print(f"publish while down returned after {waited * 1000:.2f} ms")
+    finally:
+        server.proc.signal(signal.SIGCONT)
+        await a.stop()
+        server.stop()
