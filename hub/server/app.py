@@ -65,8 +65,8 @@ async def agents_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def state_ctx(app: web.Application) -> AsyncIterator[None]:
     """Share fleet state with other hubs through Redis (state.backend: redis). Waits
-    at most about a second for Redis: a hub whose Redis is down serves from its own
-    state (the agents' state file) and joins the fleet when Redis comes back."""
+    a few seconds at most for the first connect and resync: a hub whose Redis is down
+    serves from its own state (the agents' state file) and joins when Redis is back."""
     hub = app[HUB]
     shared = hub.shared
     if shared is None:
