@@ -195,6 +195,11 @@ def test_drain_and_breaker_at_hub_a_stop_hub_b_traffic(
         reply = fleet.chat(b, "fm")
         assert reply.status == 200 and reply.headers["x-spokehub-worker"] == "w1"
     assert f0.stats()["requests"] == before  # not even one request: b never tried w0
+    # no echo: b applied a's opening and published nothing of its own about it
+    assert fleet.metric(b, 'spokehub_state_messages_published_total{channel="breaker"}') \
+        is None
+    assert fleet.metric(a, 'spokehub_state_messages_published_total{channel="breaker"}') \
+        == 1.0
 
 
 class Load:

@@ -8,7 +8,10 @@ from dataclasses import replace
 import pytest
 
 from hub.config.kit import ConfigError
-from hub.config.schema import Config
+from hub.config.schema import Config, parse_config
+from hub.fleet.registry import Registry
+from hub.forward.proxy import Proxy
+from hub.resilience.breaker import Outcome
 from hub.runtime.hub import Hub
 from hub.state.config import StateConfig
 from hub.state.redis_link import RedisLink
@@ -46,3 +49,17 @@ def test_redis_backend_without_url_names_the_variable(
     cfg = replace(Config(), state=StateConfig(backend="redis", url_env="HUB_TEST_REDIS"))
     with pytest.raises(ConfigError, match="HUB_TEST_REDIS"):
         Hub(cfg)
+
+
+async def test_breaker_listeners_survive_a_reload_that_replaces_the_breakers() -> None:
+    """Sharing listens on the proxy's breakers; a reload with new breaker settings
+    builds a new set, which must keep the listeners."""
+    registry = Registry()
+    proxy = Proxy(registry, None, parse_config({}))  # type: ignore[arg-type]
+    heard: list[str] = []
+    proxy.breakers.listeners.append(lambda name, old, new: heard.append(f"{name} {new}"))
+    old = proxy.breakers
+    proxy.configure(parse_config({"resilience": {"breaker": {"consecutive_failures": 1}}}))
+    assert proxy.breakers is not old
+    proxy.breakers.get("w0").record(Outcome.FAILURE)
+    assert heard == ["w0 open"]
