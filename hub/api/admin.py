@@ -74,14 +74,14 @@ def _worker(request: web.Request) -> Worker:
 async def drain(request: web.Request) -> web.Response:
     """Stop sending new requests to a worker; in-flight ones finish."""
     worker = _worker(request)
-    worker.draining = True
+    request.app[HUB].registry.set_draining(worker, True)  # shared with other hubs, if any
     log.warning("worker %s draining (%d in flight)", worker.name, worker.in_flight)
     return web.json_response(worker_status(worker))
 
 
 async def undrain(request: web.Request) -> web.Response:
     worker = _worker(request)
-    worker.draining = False
+    request.app[HUB].registry.set_draining(worker, False)
     log.warning("worker %s back in rotation", worker.name)
     return web.json_response(worker_status(worker))
 

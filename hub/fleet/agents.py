@@ -14,12 +14,20 @@ A worker whose agent goes quiet for ``agents.ttl_s`` gets no traffic; after
 ``remove_after_s`` it is forgotten, and so is an agent id without workers. Agent
 workers are persisted (atomic JSON) so a hub restart keeps them until their TTL
 passes.
+
+Several hubs share agent workers (``state.backend: redis``): every accepted heartbeat
+is handed to ``on_report`` as a *report* (the agent's own words for the workers that
+were accepted, its token subject and models claim, when it was seen), and reports
+from other hubs come back through :meth:`AgentBook.apply_shared`, which checks them
+exactly like a heartbeat (URLs, networks, models, ownership, limits): the store is
+trusted no more than an agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -30,7 +38,7 @@ from typing import Any
 from hub.auth.principal import Principal
 from hub.config.schema import Agents
 from hub.config.workers import WorkerSpec
-from hub.errors import BadRequest, Forbidden
+from hub.errors import BadRequest, Forbidden, HubError
 from hub.fleet.agent_policy import (
     MAX_HOSTNAMES_PER_HEARTBEAT,
     Capacity,
@@ -78,6 +86,7 @@ class AgentRecord:
     host: dict[str, Any] | None = None
     labels: dict[str, str] = field(default_factory=dict)  # worker name -> the agent's name
     heard: bool = True  # reported since this hub process started (False: from the state file)
+    shared: bool = False  # last heard through another hub (state.backend: redis)
 
 
 @dataclass(slots=True)
@@ -116,6 +125,15 @@ class AgentBook:
         self.records: dict[str, AgentRecord] = {}
         self._held: Counter[str] = Counter()  # token subject -> agent ids it holds
         self._refusals: dict[str, str] = {}  # agent id -> the last refusal logged
+        # Sharing with other hubs: the last report per agent id (heard here or from
+        # another hub), and who wants to hear of new ones and of deregistrations.
+        self.reports: dict[str, dict[str, Any]] = {}
+        self.on_report: list[Callable[[dict[str, Any]], None]] = []
+        self.on_deregister: list[Callable[[str, str], None]] = []  # (agent id, subject)
+        # True while the shared store is down: agents heard through other hubs then
+        # keep their workers (the last snapshot; probes still check them), since their
+        # heartbeats cannot reach this hub until it is back.
+        self.hold_shared: Callable[[], bool] = lambda: False
 
     def source(self, agent_id: str) -> str:
         return f"agent:{agent_id}"
@@ -152,6 +170,7 @@ class AgentBook:
         return rec
 
     def _forget(self, agent_id: str) -> None:
+        self.reports.pop(agent_id, None)
         rec = self.records.pop(agent_id, None)
         if rec is not None:
             self._held[rec.owner] -= 1
@@ -185,8 +204,55 @@ class AgentBook:
             self._note_refusal(agent_id, principal.sub, exc.message)
             raise
         self._refusals.pop(agent_id, None)
-        self._apply(agent_id, principal.sub, doc, entries, result)
+        now = self.clock()
+        self._apply(agent_id, principal.sub, doc, entries, result, now=now)
+        self._report(agent_id, principal, doc, entries, result, now=now)
         return result
+
+    def _report(self, agent_id: str, principal: Principal, doc: dict[str, Any],
+                entries: list[_Entry], result: HeartbeatResult, *, now: float) -> None:
+        """Hand the accepted part of a heartbeat to ``on_report`` (other hubs)."""
+        accepted = set(result.accepted)
+        workers: list[Any] = doc.get("workers", [])
+        report = {
+            "agent_id": agent_id, "owner": principal.sub, "last_seen": now,
+            "token_models": None if principal.models is None else sorted(principal.models),
+            "host": host_report(doc.get("host")),
+            "workers": [workers[e.index] for e in entries if e.spec.name in accepted]}
+        self.reports[agent_id] = report
+        for listener in self.on_report:
+            listener(report)
+
+    async def apply_shared(self, report: object) -> bool:
+        """Apply another hub's report of a heartbeat, checked like a heartbeat; False
+        if it is malformed, older than what this hub knows, or refused (logged once)."""
+        parsed = _parse_report(report)
+        if parsed is None:
+            return False
+        agent_id, owner, models, last_seen, doc = parsed
+        now = self.clock()
+        last_seen = min(last_seen, now)  # another host's clock may run ahead
+        rec = self.records.get(agent_id)
+        if now - last_seen > self.settings.remove_after_s or (
+                rec is not None and rec.owner == owner and rec.last_seen >= last_seen):
+            return False
+        result = HeartbeatResult()
+        try:
+            self._check_claim(agent_id, owner)
+            entries = self._entries(agent_id, doc["workers"], models, result)
+            entries = await self._check_networks(entries, result)
+            self._apply(agent_id, owner, doc, entries, result, now=last_seen)
+            self.records[agent_id].shared = True
+        except HubError as exc:
+            self._note_refusal(agent_id, owner, f"(shared by another hub) {exc.message}")
+            return False
+        stale = now - last_seen > self.settings.ttl_s
+        source = self.source(agent_id)
+        for worker in self.registry:
+            if worker.source == source:
+                worker.agent_stale = stale
+        self.reports[agent_id] = dict(report)  # type: ignore[call-overload]
+        return True
 
     def _note_refusal(self, agent_id: str, subject: str, message: str) -> None:
         """Log a refused heartbeat once per agent and reason, not every few seconds."""
@@ -287,11 +353,11 @@ class AgentBook:
         return kept
 
     def _apply(self, agent_id: str, subject: str, doc: dict[str, Any], entries: list[_Entry],
-               result: HeartbeatResult) -> None:
-        now = self.clock()
+               result: HeartbeatResult, *, now: float) -> None:
         rec = self._claim(agent_id, subject, now)  # again: other heartbeats ran meanwhile
         rec.last_seen = now
         rec.heard = True
+        rec.shared = False
         rec.host = host_report(doc.get("host"))
         rec.labels = {e.spec.name: e.label for e in entries
                       if e.label is not None and e.label != e.spec.name}
@@ -387,7 +453,10 @@ class AgentBook:
             self.save()
         return removed
 
-    def deregister(self, agent_id: str, subject: str = "anonymous") -> list[str]:
+    def deregister(self, agent_id: str, subject: str = "anonymous", *,
+                   share: bool = True) -> list[str]:
+        """Forget an agent id and its workers; ``share``: tell other hubs (False when
+        the deregistration came from one)."""
         rec = self.records.get(agent_id)
         if rec is not None and rec.owner != subject and self._has_workers(agent_id):
             raise Forbidden(f"Agent id '{agent_id}' is registered with another agent "
@@ -401,14 +470,20 @@ class AgentBook:
         if removed:
             log.warning("agent %s deregistered: removed %s", agent_id, ", ".join(removed))
             self.save()
+        if share:
+            for listener in self.on_deregister:
+                listener(agent_id, subject)
         return removed
 
     def expire(self) -> None:
         """Mark workers of silent agents stale, forget them later. Cheap; run every second."""
         now = self.clock()
         removed = False
+        held = self.hold_shared()
         for worker in self.registry:
             if worker.source == "config" or worker.last_seen is None:
+                continue
+            if held and self._heard_elsewhere(worker.source):
                 continue
             age = now - worker.last_seen
             if age > self.settings.remove_after_s:
@@ -421,11 +496,15 @@ class AgentBook:
                             "reports again", worker.name, age)
         live = {w.source for w in self.registry}
         for agent_id, rec in list(self.records.items()):
-            if (now - rec.last_seen > self.settings.remove_after_s
+            if (now - rec.last_seen > self.settings.remove_after_s and not (held and rec.shared)
                     and self.source(agent_id) not in live):
                 self._forget(agent_id)
         if removed:
             self.save()
+
+    def _heard_elsewhere(self, source: str) -> bool:
+        rec = self.records.get(source.removeprefix("agent:"))
+        return rec is not None and rec.shared
 
     # -- persistence -------------------------------------------------------------
     def save(self) -> None:
@@ -436,7 +515,7 @@ class AgentBook:
             {"name": w.name, "url": w.url, "kind": w.spec.kind, "source": w.source,
              "models": sorted(w.spec.models), "last_seen": w.last_seen,
              "owner": rec.owner if (rec := self.records.get(w.source.removeprefix("agent:")))
-             else None}
+             else None, "shared": rec is not None and rec.shared}
             for w in self.registry if w.source != "config"]}
         try:
             write_json_atomic(path, doc)
@@ -486,14 +565,38 @@ class AgentBook:
             worker = self.registry.add(spec)
             worker.source = source
             worker.last_seen = last_seen
-            worker.agent_stale = now - last_seen > self.settings.ttl_s
+            shared = raw.get("shared") is True  # heard through another hub
+            worker.agent_stale = (now - last_seen > self.settings.ttl_s
+                                  and not (shared and self.hold_shared()))
             agent_id = source.removeprefix("agent:")
             owner = raw.get("owner")
             if isinstance(owner, str) and agent_id not in self.records:
                 self.records[agent_id] = AgentRecord(owner=owner, last_seen=last_seen,
-                                                     heard=False)
+                                                     heard=False, shared=shared)
                 self._held[owner] += 1
             loaded += 1
         if loaded:
             log.warning("restored %d agent workers from %s", loaded, path)
         return loaded
+
+
+def _parse_report(report: object) -> tuple[str, str, frozenset[str] | None, float,
+                                           dict[str, Any]] | None:
+    """(agent id, owner, token models, last seen, the heartbeat part) of a shared
+    report, or None if any of it has the wrong shape."""
+    if not isinstance(report, dict):
+        return None
+    agent_id, owner, models = (report.get("agent_id"), report.get("owner"),
+                               report.get("token_models"))
+    last_seen, workers = report.get("last_seen"), report.get("workers")
+    if (not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id)
+            or not isinstance(owner, str) or not 0 < len(owner) <= 256
+            or isinstance(last_seen, bool) or not isinstance(last_seen, int | float)
+            or not math.isfinite(last_seen)
+            or not isinstance(workers, list) or len(workers) > MAX_WORKERS_PER_AGENT):
+        return None
+    if models is not None and (not isinstance(models, list)
+                               or not all(isinstance(m, str) for m in models)):
+        return None
+    return (agent_id, owner, None if models is None else frozenset(models), float(last_seen),
+            {"host": report.get("host"), "workers": workers})

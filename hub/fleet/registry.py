@@ -116,6 +116,8 @@ class Registry:
         self._on_change = on_change
         self.on_remove: list[Callable[[str], None]] = []  # e.g. drop breaker state
         self.on_health: list[Callable[[Worker], None]] = []  # up or down, e.g. drop caches
+        self.on_add: list[Callable[[Worker], None]] = []  # e.g. apply a shared drain flag
+        self.on_drain: list[Callable[[Worker], None]] = []  # drained or back, e.g. share it
         for spec in specs:
             self.add(spec)
 
@@ -173,7 +175,17 @@ class Registry:
             raise ValueError(f"worker {spec.name!r} already registered")
         worker = Worker(spec=spec)
         self._workers[spec.name] = worker
+        for listener in self.on_add:
+            listener(worker)
         return worker
+
+    def set_draining(self, worker: Worker, draining: bool) -> None:
+        """Drain (no new requests; in-flight ones finish) or put back in rotation."""
+        if worker.draining == draining:
+            return
+        worker.draining = draining
+        for listener in self.on_drain:
+            listener(worker)
 
     def remove(self, name: str) -> Worker | None:
         """Forget a worker; requests already holding it finish normally."""

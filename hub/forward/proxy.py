@@ -88,7 +88,8 @@ class Proxy:
         self._routing = config.routing
         res = config.resilience
         if self.breakers.cfg != res.breaker:
-            self.fleet.breakers = Breakers(res.breaker, on_transition=_log_breaker)
+            self.fleet.breakers = Breakers(res.breaker, on_transition=_log_breaker,
+                                           listeners=self.breakers.listeners)
         if self.retry_budget.cfg != res.retry_budget:
             self.retry_budget = RetryBudget(res.retry_budget)
         if self.outliers and next(iter(self.outliers.values())).cfg != res.outlier:

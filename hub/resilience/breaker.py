@@ -176,6 +176,35 @@ class CircuitBreaker:
                     self._open(changes)
         self._notify(changes)
 
+    def force_open(self, cooldown_s: float, retry_in_s: float | None = None) -> bool:
+        """Open now because another hub found the worker failing: no traffic for
+        ``retry_in_s`` (default ``cooldown_s``), then half-open here as usual, with
+        ``cooldown_s`` as the cooldown the next failed probe grows from. Returns False
+        if already open at least that long."""
+        changes: list[tuple[State, State]] = []
+        with self._lock:
+            cooldown = min(max(cooldown_s, 0.0), self.cfg.max_cooldown_s)
+            retry_at = self._clock() + (cooldown if retry_in_s is None
+                                        else min(max(retry_in_s, 0.0), cooldown))
+            if (self._state is State.OPEN and self._retry_at is not None
+                    and self._retry_at >= retry_at):
+                return False
+            self._cooldown = cooldown
+            self._open(changes)
+            self._retry_at = retry_at
+        self._notify(changes)
+        return True
+
+    def force_close(self) -> bool:
+        """Close now because another hub's probe succeeded; False if already closed."""
+        changes: list[tuple[State, State]] = []
+        with self._lock:
+            if self._state is State.CLOSED:
+                return False
+            self._close(changes)
+        self._notify(changes)
+        return True
+
     # -- internals (lock held) -------------------------------------------------
     def _observe(self, failed: bool, changes: list[tuple[State, State]]) -> None:
         now = self._clock()
@@ -278,19 +307,32 @@ class Breakers:
     """One breaker per worker name, created on first use with the shared config."""
 
     def __init__(self, cfg: BreakerConfig, clock: Clock = time.monotonic, *,
-                 on_transition: Callable[[str, State, State], None] | None = None) -> None:
+                 on_transition: Callable[[str, State, State], None] | None = None,
+                 listeners: list[Callable[[str, State, State], None]] | None = None) -> None:
         self.cfg = cfg
         self._clock = clock
         self._on_transition = on_transition
+        # More transition hooks (e.g. sharing them with other hubs); pass the old set's
+        # list when replacing a Breakers so they keep listening.
+        self.listeners: list[Callable[[str, State, State], None]] = (
+            listeners if listeners is not None else [])
         self._by_name: dict[str, CircuitBreaker] = {}
+
+    def _hook(self, name: str, old: State, new: State) -> None:
+        if self._on_transition is not None:
+            self._on_transition(name, old, new)
+        for listener in list(self.listeners):
+            listener(name, old, new)
+
+    def find(self, name: str) -> CircuitBreaker | None:
+        """The worker's breaker if it has one (no new one made)."""
+        return self._by_name.get(name)
 
     def get(self, name: str) -> CircuitBreaker:
         breaker = self._by_name.get(name)
         if breaker is None:
-            hook = self._on_transition
-            breaker = CircuitBreaker(
-                self.cfg, self._clock, name=name,
-                on_transition=None if hook is None else _bind_name(hook, name))
+            breaker = CircuitBreaker(self.cfg, self._clock, name=name,
+                                     on_transition=_bind_name(self._hook, name))
             self._by_name[name] = breaker
         return breaker
 

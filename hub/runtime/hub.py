@@ -24,6 +24,9 @@ from hub.ledger.metrics import LedgerCollector
 from hub.observe.agents import AgentHeartbeatCollector
 from hub.observe.metrics import Metrics
 from hub.observe.trace import Tracer
+from hub.state.link import SharedLink
+from hub.state.metrics import StateCollector
+from hub.state.shared import SharedState
 from hub.upstream import Pool
 
 log = logging.getLogger("spokehub.runtime")
@@ -82,6 +85,12 @@ class Hub:
         self.ledger = Ledger(config.prices, config.ledger, config.budgets,
                              tenant_label=self.metrics.tokens.tenant_label)
         self.metrics.prom.register(LedgerCollector(self.ledger))
+        # Shared with other hubs through Redis (state.backend: redis); None: this hub alone.
+        self.shared = SharedState(config.state) if config.state.shared else None
+        self.state: SharedLink | None = None if self.shared is None else self.shared.link
+        if self.shared is not None:
+            self.metrics.prom.register(StateCollector(self.shared.link))
+            self.agents.hold_shared = self.shared.holding
         for warning in security_warnings(config):
             log.warning("%s", warning)
 
@@ -122,6 +131,13 @@ class Hub:
         if new.listen != old.listen:
             changes.append("listen: needs a restart to take effect (kept the old address)")
             new = replace(new, listen=old.listen)
+        if (new.state.backend, new.state.url_env, new.state.namespace) != (
+                old.state.backend, old.state.url_env, old.state.namespace):
+            changes.append("state: backend, url_env and namespace need a restart "
+                           "(kept the old ones)")
+            new = replace(new, state=replace(new.state, backend=old.state.backend,
+                                             url_env=old.state.url_env,
+                                             namespace=old.state.namespace))
         old_specs = {w.name: w for w in old.workers}
         new_specs = {w.name: w for w in new.workers}
         for name in old_specs.keys() - new_specs.keys():
@@ -161,7 +177,7 @@ class Hub:
         self.registry.unhealthy_after = new.health.unhealthy_after
         for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
                         "aliases", "agents", "resilience", "metrics", "tracing",
-                        "response_cache", "prices", "budgets"):
+                        "response_cache", "prices", "budgets", "state"):
             if getattr(new, section) != getattr(old, section):
                 changes.append(f"{section}: updated")
         self.config = new

@@ -72,6 +72,21 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.ledger.stop()
 
 
+async def state_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Share fleet state with other hubs through Redis (state.backend: redis). Waits
+    a few seconds at most for the first connect and resync: a hub whose Redis is down
+    serves from its own state (the agents' state file) and joins when Redis is back."""
+    hub = app[HUB]
+    shared = hub.shared
+    if shared is None:
+        yield
+        return
+    shared.attach(hub.agents, hub.registry, lambda: hub.proxy.breakers)
+    await shared.start()
+    yield
+    await shared.stop()
+
+
 async def _nosniff(request: web.Request, response: web.StreamResponse) -> None:
     """Every answer is JSON, SSE or a static file: browsers must not guess otherwise."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -85,6 +100,7 @@ def build_app(config: Config, config_path: str | None = None) -> web.Application
     app.cleanup_ctx.append(ledger_ctx)
     app.cleanup_ctx.append(agents_ctx)
     app.cleanup_ctx.append(upstream_ctx)
+    app.cleanup_ctx.append(state_ctx)
     app.cleanup_ctx.append(prober_ctx)
     app.on_response_prepare.append(_nosniff)
     add_routes(app)

@@ -16,6 +16,13 @@ class SharedLink(Protocol):
 
     ``up`` is False from the first failed command until a reconnect succeeds; a part
     that finds Redis down falls back to local state and calls ``mark_down``.
+
+    Channels are short names (``"agents"``, ``"drain"``); the link namespaces them as it
+    does keys. ``publish`` never raises (while down it drops the message: the resync
+    after the outage carries the state). Handlers run on the event loop and get every
+    message, this hub's own included. Resync handlers run after each (re)connect,
+    once the link is up and every channel is subscribed again.
+    Implemented by :class:`hub.state.redis_link.RedisLink`.
     """
 
     @property

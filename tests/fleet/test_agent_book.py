@@ -286,3 +286,74 @@ async def test_a_reload_removes_what_agents_may_no_longer_register() -> None:
     assert get(registry, "c-llamacpp-3").models == {"m2"}
     agents.reconfigure(Agents(enabled=True), {"alias": "m2"})
     assert registry.get("c-llamacpp-3") is None
+
+
+async def test_shared_reports_follow_the_same_ttl_and_never_go_back_in_time() -> None:
+    """Another hub's report of a heartbeat: applied with its own last-seen time, so
+    TTL and removal run as if the heartbeat had come here; older news is ignored."""
+    settings = Agents(enabled=True, ttl_s=15, remove_after_s=600)
+    a, _, clock_a = book(settings)
+    b, registry_b, clock_b = book(settings)
+    reports: list[dict[str, Any]] = []
+    a.on_report.append(reports.append)
+    await a.heartbeat(beat("box1", worker(8080)), principal())
+    assert len(reports) == 1 and reports[0]["owner"] == "box-token"
+    clock_b.now = clock_a.now + 20  # b hears of it late: the agent is already past its TTL
+    assert await b.apply_shared(reports[0])
+    w = get(registry_b, "box1-llamacpp-8080")
+    assert w.source == "agent:box1" and w.agent_stale and w.last_seen == clock_a.now
+    assert not await b.apply_shared(reports[0])  # the same news again: nothing to do
+    clock_a.now += 30
+    await a.heartbeat(beat("box1", worker(8080), worker(8081)), principal())
+    assert await b.apply_shared(reports[1])
+    assert not get(registry_b, "box1-llamacpp-8080").agent_stale
+    assert get(registry_b, "box1-llamacpp-8081").source == "agent:box1"
+    assert not await b.apply_shared(reports[0])  # older than what b has
+    assert registry_b.get("box1-llamacpp-8081") is not None
+    # too old to matter at all
+    clock_b.now += 700
+    late = {**reports[1], "agent_id": "box2"}
+    assert not await b.apply_shared(late)
+    assert registry_b.get("box2-llamacpp-8080") is None
+    # malformed reports are refused, not crashes
+    bad: object
+    for bad in (None, [], {**reports[1], "last_seen": float("nan")},
+                {**reports[1], "token_models": "m1"}, {**reports[1], "workers": {}}):
+        assert not await b.apply_shared(bad)
+
+
+async def test_while_the_shared_store_is_down_workers_heard_elsewhere_stay(
+        tmp_path: Path) -> None:
+    """Their heartbeats go to another hub and cannot reach this one during a Redis
+    outage: keep serving them from the last snapshot (probes still guard them), also
+    across a restart from the state file; this hub's own agents expire as usual."""
+    settings = Agents(enabled=True, ttl_s=15, remove_after_s=600,
+                      state_file=str(tmp_path / "agents.json"))
+    a, _, clock_a = book(settings)
+    b, registry_b, clock_b = book(settings)
+    reports: list[dict[str, Any]] = []
+    a.on_report.append(reports.append)
+    await a.heartbeat(beat("far", worker(8080)), principal())
+    clock_b.now = clock_a.now
+    assert await b.apply_shared(reports[0])
+    await b.heartbeat(beat("near", worker(8081)), principal())
+    down = True
+    b.hold_shared = lambda: down
+    clock_b.now += 60
+    b.expire()
+    assert not get(registry_b, "far-llamacpp-8080").agent_stale
+    assert get(registry_b, "near-llamacpp-8081").agent_stale
+    # a restart during the outage: restored from the file, still served
+    b.save()
+    c, registry_c, clock_c = book(settings)
+    c.hold_shared = lambda: down
+    clock_c.now = clock_b.now
+    assert c.load() == 2
+    assert not get(registry_c, "far-llamacpp-8080").agent_stale
+    assert get(registry_c, "near-llamacpp-8081").agent_stale
+    # Redis is back: the usual rules (a fresher report would have come with the resync)
+    down = False
+    b.expire()
+    c.expire()
+    assert get(registry_b, "far-llamacpp-8080").agent_stale
+    assert get(registry_c, "far-llamacpp-8080").agent_stale

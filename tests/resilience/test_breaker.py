@@ -294,6 +294,40 @@ def test_breakers_per_worker() -> None:
     assert [b.name for b in bs] == ["b"]
 
 
+def test_forced_open_keeps_the_given_cooldown_then_half_opens_here() -> None:
+    """Another hub found the worker failing: open here for its cooldown, then this hub
+    probes as usual; a failed probe backs off from that cooldown."""
+    clock = FakeClock()
+    b = _breaker(clock, cooldown_s=5.0, max_cooldown_s=100.0, backoff=2.0)
+    assert b.force_open(20.0)
+    assert _state(b) == "open" and b.cooldown_s == 20.0 and b.opened_count == 1
+    assert not b.force_open(10.0)  # already open for longer: nothing changes
+    clock.advance(19.9)
+    assert not b.would_allow()
+    clock.advance(0.2)
+    assert b.allow() and _state(b) == "half_open"
+    b.record(F)
+    assert _state(b) == "open" and b.cooldown_s == 40.0
+    # a resync: open for what is left of another hub's cooldown
+    clock.advance(10.0)
+    assert b.force_open(40.0, retry_in_s=100.0)  # capped at the cooldown itself
+    assert b.retry_at == pytest.approx(clock.now + 40.0)
+    assert b.force_close() and _state(b) == "closed" and b.cooldown_s == 5.0
+    assert not b.force_close()
+
+
+def test_breakers_listeners_hear_every_worker_and_move_to_a_new_set() -> None:
+    seen: list[tuple[str, str]] = []
+    bs = Breakers(BreakerConfig(consecutive_failures=1), FakeClock())
+    bs.listeners.append(lambda name, old, new: seen.append((name, new)))
+    bs.get("a").record(F)
+    bs.get("b").force_open(3.0)
+    assert bs.find("a") is bs.get("a") and bs.find("zz") is None
+    replaced = Breakers(BreakerConfig(consecutive_failures=2), listeners=bs.listeners)
+    replaced.get("a").force_open(1.0)
+    assert seen == [("a", "open"), ("b", "open"), ("a", "open")]
+
+
 @pytest.mark.parametrize(("status", "outcome"), [
     (200, S), (204, S), (400, IGN), (404, IGN), (429, IGN), (500, F), (502, F), (503, F),
 ])
