@@ -130,7 +130,7 @@ class Hub:
                 changes.append(f"worker {name}: updated")
         self.verifier = verifier
         if new.admission != old.admission:
-            self.admission = Admission(new.admission)
+            self.admission = Admission(new.admission, remote=self.admission.remote)
         for name in self.agents.reconfigure(new.agents, new.aliases):
             changes.append(f"worker {name}: removed (agents may no longer register it)")
         warnings = security_warnings(new)
