@@ -28,10 +28,9 @@ import hashlib
 import logging
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, Metric
 from redis.exceptions import NoScriptError, RedisError
 
 from hub.admission.limiter import MAX_COST_TOKENS, TenantLimits, Ticket
@@ -244,23 +243,3 @@ class SharedBuckets:
         """Let refunds under way finish (each is bounded by ``timeout_s``)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-class SharedBucketsCollector:
-    """``spokehub_shared_rate_limit_fallbacks_total{on_outage}``: admissions that could
-    not use the shared buckets (Redis out), by what happened instead."""
-
-    def __init__(self, source: Callable[[], SharedBuckets | None]) -> None:
-        self._source = source
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "spokehub_shared_rate_limit_fallbacks",
-            "Admissions that could not use the shared rate-limit buckets, by outcome "
-            "(open: limited by this hub alone; closed: refused with 503)",
-            labels=["on_outage"])
-        buckets = self._source()
-        counts = buckets.fallbacks if buckets is not None else Counter[str]()
-        for mode in ("open", "closed"):
-            family.add_metric([mode], float(counts[mode]))
-        yield family
