@@ -7,9 +7,11 @@ bucket may go into debt) and sleeps until its turn; a booking is given back when
 caller is cancelled while waiting, and ``Ticket.settle`` refunds unused completion
 tokens. Both of a tenant's buckets (requests, completion tokens) are checked and booked
 by one Lua script, so an admission costs one round trip and two hubs can never both
-take the last token. The script reads the time from Redis (``TIME``): the hubs' clocks
-do not matter. Each bucket is a hash ``{t: tokens, s: stamp}`` that expires when it
-would have refilled anyway, so idle tenants leave nothing behind.
+take the last token. Admissions that arrive while a call is on the wire go out together
+in one pipeline when it returns: under load one round trip serves many of them. The
+script reads the time from Redis (``TIME``): the hubs' clocks do not matter. Each bucket
+is a hash ``{t: tokens, s: stamp}`` that expires when it would have refilled anyway, so
+idle tenants leave nothing behind.
 
 What stays per hub: the bound on waiting requests (``max_queue``) counts this hub's
 waiters only, and the wait itself is a local sleep.
@@ -47,8 +49,10 @@ LINK_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutErro
 # take: the wait until both buckets have their n (n capped at burst, as locally); above
 # max wait nothing is taken and {0, wait} returned, else both are booked (into debt if
 # need be) and {1, wait} returned. refund: n back to each bucket, capped at burst.
-# Numbers go back as strings: Redis would truncate a Lua number to an integer.
+# Numbers go back as strings: Redis would truncate a Lua number to an integer. A bucket
+# deep in debt (one huge request) is kept 30 days at most.
 SCRIPT = """
+local MAX_TTL_MS = 2592000000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function load(key, rate, burst)
@@ -62,7 +66,8 @@ end
 local function save(key, tokens, rate, burst)
   redis.call('HSET', key, 't', string.format('%.17g', tokens),
              's', string.format('%.17g', now))
-  redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate * 1000) + 1000)
+  local ttl = math.min(math.ceil((burst - tokens) / rate * 1000) + 1000, MAX_TTL_MS)
+  redis.call('PEXPIRE', key, string.format('%d', ttl))
 end
 local op = ARGV[1]
 local rates = {tonumber(ARGV[2]), tonumber(ARGV[5])}
@@ -94,6 +99,9 @@ end
 return {1, string.format('%.17g', wait)}
 """
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+_Pending = tuple[list[str], list[str], "asyncio.Future[tuple[bool, float]]"]
 
 
 class RateLimiterUnavailable(HubError):
@@ -133,7 +141,9 @@ class SharedBuckets:
         self.timeout_s = timeout_s
         self._sleep = sleep
         self._queued: Counter[str] = Counter()  # this hub's waiters, per tenant
-        self._tasks: set[asyncio.Task[None]] = set()  # refunds under way
+        self._tasks: set[asyncio.Task[None]] = set()  # refunds and batches under way
+        self._batch: list[_Pending] = []  # script calls waiting for the wire
+        self._sending = False
         self.fallbacks: Counter[str] = Counter()  # "open" | "closed" -> requests
 
     def keys(self, tenant: str) -> list[str]:
@@ -152,18 +162,69 @@ class SharedBuckets:
                 repr(float(max_wait))]
 
     async def run(self, keys: list[str], args: list[str]) -> tuple[bool, float]:
-        """One script call: EVALSHA, loading the script again after a ``SCRIPT FLUSH``
-        or a restart (NOSCRIPT). Raises the link's errors (RedisError, OSError,
-        TimeoutError)."""
+        """One script call. Calls made while another batch is on the wire go out
+        together in one pipeline when it returns (one round trip for many admissions
+        under load; alone, a call goes at once). Raises the link's errors (RedisError,
+        OSError, TimeoutError)."""
+        fut: asyncio.Future[tuple[bool, float]] = asyncio.get_running_loop().create_future()
+        self._batch.append((keys, args, fut))
+        if not self._sending:
+            self._sending = True
+            task = asyncio.get_running_loop().create_task(self._send())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await fut
+
+    async def _send(self) -> None:
+        try:
+            while self._batch:
+                batch, self._batch = self._batch, []
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        replies = await self._eval(batch)
+                except BaseException as exc:
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc if isinstance(exc, Exception)
+                                              else asyncio.CancelledError())
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, _, fut), (ok, wait) in zip(batch, replies, strict=True):
+                    if not fut.done():
+                        fut.set_result((bool(int(ok)), float(wait)))
+        finally:
+            self._sending = False
+
+    async def _eval(self, batch: list[_Pending]) -> list[Any]:
+        """EVALSHA each call, loading the script again after a ``SCRIPT FLUSH`` or a
+        restart (NOSCRIPT)."""
         client = self.link.client
-        async with asyncio.timeout(self.timeout_s):
+        if len(batch) == 1:
+            keys, args, _ = batch[0]
             try:
-                reply = await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+                return [await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)]
             except NoScriptError:
                 await client.script_load(SCRIPT)
-                reply = await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
-        ok, wait = reply
-        return bool(int(ok)), float(wait)
+                return [await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)]
+        replies = await self._pipeline(batch)
+        again = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if again:  # only these did not run: load the script and send them once more
+            await client.script_load(SCRIPT)
+            for i, reply in zip(again, await self._pipeline([batch[i] for i in again]),
+                                strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _pipeline(self, batch: list[_Pending]) -> list[Any]:
+        pipe = self.link.client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     def _outage(self, tenant: str) -> None:
         """The shared buckets cannot be used: None (limit locally) or raise."""

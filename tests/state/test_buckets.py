@@ -74,6 +74,27 @@ async def test_a_tenants_limit_holds_across_two_hubs(two_links: Links) -> None:
     await hubs[1].admit("other")
 
 
+async def test_concurrent_admissions_share_one_bucket(two_links: Links) -> None:
+    """Many admissions at once go out in pipelines; each still books exactly once."""
+    link_a, link_b = two_links
+    await link_a.start()
+    await link_b.start()
+    cfg = config(requests_per_s=0.001, burst=25, queue_timeout_s=0)
+    hubs = [hub(link_a, cfg), hub(link_b, cfg)]
+
+    async def one(i: int) -> bool:
+        try:
+            await hubs[i % 2].admit("acme")
+        except AdmissionRejected:
+            return False
+        return True
+
+    results = await asyncio.gather(*(one(i) for i in range(60)))
+    assert sum(results) == 25  # the refill in the meantime is far below one token
+    tokens = await bucket(link_a, "acme")
+    assert tokens is not None and 0.0 <= tokens < 0.5
+
+
 async def test_waits_queue_behind_the_other_hubs_bookings(two_links: Links) -> None:
     link_a, link_b = two_links
     await link_a.start()
@@ -153,6 +174,21 @@ async def test_settle_refunds_unused_completion_tokens(two_links: Links) -> None
     assert await bucket(link_a, "acme", "req") is None  # no request limit: untouched
 
 
+async def test_a_huge_request_leaves_the_bucket_in_debt(two_links: Links) -> None:
+    link_a, link_b = two_links
+    await link_a.start()
+    await link_b.start()
+    cfg = config(tokens_per_min=600, queue_timeout_s=0)
+    await hub(link_a, cfg).admit("acme", cost_tokens=10**30)  # a full bucket admits it
+    debt = await bucket(link_a, "acme", "tok")
+    assert debt is not None and debt < -1e15  # it pays in full (clamped at 2**53)
+    ttl_ms = await link_a.client.pttl(link_a.key("rl", "{acme}", "tok"))
+    assert 0 < ttl_ms <= 30 * 86400 * 1000
+    with pytest.raises(AdmissionRejected):
+        await hub(link_b, cfg).admit("acme", cost_tokens=1)
+    assert link_a.up and link_b.up  # no script error marked the link down
+
+
 async def test_idle_tenants_buckets_expire(two_links: Links) -> None:
     link_a, _ = two_links
     await link_a.start()
@@ -183,7 +219,13 @@ async def test_script_is_loaded_again_after_a_flush(two_links: Links) -> None:
     await a.admit("acme")
     assert await link_a.client.script_exists(SCRIPT_SHA) == [True]
     assert await bucket(link_a, "acme") == pytest.approx(3.0, abs=0.1)
-    assert not shared(a).fallbacks
+    # again, with calls sent together in a pipeline: each runs once
+    await link_a.client.script_flush()
+    cfg = config(requests_per_s=0.001, burst=50, queue_timeout_s=0)
+    b = hub(link_a, cfg)
+    await asyncio.gather(*(b.admit("batch") for _ in range(20)))
+    assert await bucket(link_a, "batch") == pytest.approx(30.0, abs=0.1)
+    assert not shared(a).fallbacks and not shared(b).fallbacks
 
 
 async def _outage(tmp_path: Path, mode: str) -> tuple[RedisServer, LinkForTests, Admission]:
