@@ -58,8 +58,9 @@ def until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
 
 
 def two_hubs(make_hub: Callable[..., HubProcess], redis: RedisServer,
-             config: dict[str, Any]) -> tuple[HubProcess, HubProcess]:
-    cfg = {**config, "state": {"backend": "redis", "namespace": f"fleet{redis.port}"}}
+             config: dict[str, Any], on_outage: str = "open") -> tuple[HubProcess, HubProcess]:
+    cfg = {**config, "state": {"backend": "redis", "namespace": f"fleet{redis.port}",
+                               "rate_limits_on_outage": on_outage}}
     env = {"SPOKEHUB_REDIS_URL": redis.url}
     a, b = make_hub(cfg, env), make_hub(cfg, env)
     for h in (a, b):
@@ -104,6 +105,41 @@ def test_a_tenants_rate_limit_holds_across_both_hubs(
     for h in (a, b):
         assert metric(h, "spokehub_shared_rate_limit_fallbacks_total",
                       '{on_outage="open"}') == 0.0
+
+
+@pytest.mark.parametrize("on_outage", ["open", "closed"])
+def test_redis_outage_limits_fail_open_or_closed(
+        make_hub: Callable[..., HubProcess], make_fault: Callable[..., FaultWorker],
+        redis: RedisServer, on_outage: str) -> None:
+    worker = make_fault()
+    a, b = two_hubs(make_hub, redis, workers_config(
+        worker, admission={"requests_per_s": 0.01, "burst": 2, "queue_timeout_s": 0}),
+        on_outage)
+    for h in (a, b):
+        until(lambda h=h: h.workers()["w0"]["healthy"], "the worker")  # type: ignore[misc]
+    assert chat(a).status_code == 200
+    assert chat(b).status_code == 200
+    assert chat(a).status_code == 429  # the shared burst of 2 is spent
+    redis.kill()
+    fallbacks = "spokehub_shared_rate_limit_fallbacks_total"
+    resp = chat(a)
+    if on_outage == "open":
+        # the hub's own bucket (still full: it never limited alone) admits it
+        assert resp.status_code == 200, resp.text
+        assert chat(a).status_code == 200
+        assert chat(a).status_code == 429  # and limits alone: its own burst of 2
+    else:
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["code"] == "rate_limiter_unavailable"
+        assert resp.headers["Retry-After"] == "1"
+    assert (metric(a, fallbacks, f'{{on_outage="{on_outage}"}}') or 0.0) >= 1.0
+    redis.start()  # empty, on the same port: the hubs reconnect to fresh buckets
+    for h in (a, b):
+        until(lambda h=h: metric(h, "spokehub_state_backend_up") == 1.0,  # type: ignore[misc]
+              "the links to come back")
+    assert chat(a).status_code == 200
+    assert chat(b).status_code == 200
+    assert chat(a).status_code == 429
 
 
 def test_max_concurrency_counts_both_hubs_requests(
