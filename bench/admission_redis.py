@@ -5,8 +5,9 @@ buckets in memory (one hub) and in Redis (several hubs, ``state.backend: redis``
 A real redis-server on a free loopback port; one tenant with a request and a
 completion-token limit high enough never to wait, so each admission is one script
 call (both buckets). Sequential requests give the added latency of one admission;
-``--concurrency`` requests at once show it under load (the client's connection pool
-serves them in parallel). Redis and the bench share the machine's cores, as a hub and
+``--concurrency`` requests at once show it under load, with admissions that arrive
+while one is on the wire pipelined together (the default) and each on its own round
+trip (``max_batch=1``), side by side. Redis and the bench share the machine's cores, as a hub and
 a local Redis would.
 
 Usage: python -m bench.admission_redis [--requests 5000] [--concurrency 32] [--json]
@@ -87,6 +88,9 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 await measure(memory, args.requests, args.concurrency)))
             rows.append(summary(f"redis, {args.concurrency} at once",
                                 await measure(shared, args.requests, args.concurrency)))
+            single = Admission(cfg, remote=SharedBuckets(link, max_batch=1))
+            rows.append(summary(f"redis, {args.concurrency} at once, no pipelining",
+                                await measure(single, args.requests, args.concurrency)))
             ping = Redis.from_url(server.url)
             rtt: list[float] = []
             start = time.perf_counter()
@@ -115,7 +119,7 @@ if __name__ == "__main__":
     if opts.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{'run':26} {'n':>6} {'p50 us':>9} {'p99 us':>9} {'per s':>8}")
+        print(f"{'run':40} {'n':>6} {'p50 us':>9} {'p99 us':>9} {'per s':>8}")
         for row in result:
-            print(f"{row['run']:26} {row['n']:6} {row['p50_us']:9} {row['p99_us']:9} "
+            print(f"{row['run']:40} {row['n']:6} {row['p50_us']:9} {row['p99_us']:9} "
                   f"{row['per_s']:8}")

@@ -101,7 +101,7 @@ return {1, string.format('%.17g', wait)}
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 
-_Pending = tuple[list[str], list[str], "asyncio.Future[tuple[bool, float]]"]
+_Pending = tuple[list[str], list[str], "asyncio.Future[tuple[bool, float]] | None"]
 
 
 class RateLimiterUnavailable(HubError):
@@ -134,11 +134,12 @@ class SharedBuckets:
     """The ``RemoteBuckets`` strategy of :class:`hub.admission.limiter.Admission`."""
 
     def __init__(self, link: SharedLink, *, on_outage: Callable[[], str] = lambda: "open",
-                 timeout_s: float = 1.0,
+                 timeout_s: float = 1.0, max_batch: int = 64,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.link = link
         self.on_outage = on_outage  # read per request: a reload may change it
         self.timeout_s = timeout_s
+        self.max_batch = max_batch  # script calls per pipeline; 1: no pipelining
         self._sleep = sleep
         self._queued: Counter[str] = Counter()  # this hub's waiters, per tenant
         self._tasks: set[asyncio.Task[None]] = set()  # refunds and batches under way
@@ -166,6 +167,10 @@ class SharedBuckets:
         together in one pipeline when it returns (one round trip for many admissions
         under load; alone, a call goes at once). Raises the link's errors (RedisError,
         OSError, TimeoutError)."""
+        if self.max_batch <= 1:  # every call on its own round trip
+            async with asyncio.timeout(self.timeout_s):
+                ok, wait = (await self._eval([(keys, args, None)]))[0]
+            return bool(int(ok)), float(wait)
         fut: asyncio.Future[tuple[bool, float]] = asyncio.get_running_loop().create_future()
         self._batch.append((keys, args, fut))
         if not self._sending:
@@ -178,20 +183,21 @@ class SharedBuckets:
     async def _send(self) -> None:
         try:
             while self._batch:
-                batch, self._batch = self._batch, []
+                cut = self.max_batch
+                batch, self._batch = self._batch[:cut], self._batch[cut:]
                 try:
                     async with asyncio.timeout(self.timeout_s):
                         replies = await self._eval(batch)
                 except BaseException as exc:
                     for _, _, fut in batch:
-                        if not fut.done():
+                        if fut is not None and not fut.done():
                             fut.set_exception(exc if isinstance(exc, Exception)
                                               else asyncio.CancelledError())
                     if not isinstance(exc, Exception):
                         raise
                     continue
                 for (_, _, fut), (ok, wait) in zip(batch, replies, strict=True):
-                    if not fut.done():
+                    if fut is not None and not fut.done():
                         fut.set_result((bool(int(ok)), float(wait)))
         finally:
             self._sending = False

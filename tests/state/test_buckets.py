@@ -30,9 +30,9 @@ def config(**limits: Any) -> AdmissionConfig:
 
 
 def hub(link: LinkForTests, cfg: AdmissionConfig, *, on_outage: str = "open",
-        sleep: Callable[[float], Any] = asyncio.sleep) -> Admission:
+        sleep: Callable[[float], Any] = asyncio.sleep, max_batch: int = 64) -> Admission:
     return Admission(cfg, remote=SharedBuckets(link, on_outage=lambda: on_outage,
-                                               sleep=sleep))
+                                               sleep=sleep, max_batch=max_batch))
 
 
 def shared(adm: Admission) -> SharedBuckets:
@@ -74,13 +74,15 @@ async def test_a_tenants_limit_holds_across_two_hubs(two_links: Links) -> None:
     await hubs[1].admit("other")
 
 
-async def test_concurrent_admissions_share_one_bucket(two_links: Links) -> None:
-    """Many admissions at once go out in pipelines; each still books exactly once."""
+@pytest.mark.parametrize("max_batch", [1, 4, 64])
+async def test_concurrent_admissions_share_one_bucket(two_links: Links, max_batch: int) -> None:
+    """Many admissions at once go out in pipelines (of at most ``max_batch``, or each on
+    its own); each still books exactly once."""
     link_a, link_b = two_links
     await link_a.start()
     await link_b.start()
     cfg = config(requests_per_s=0.001, burst=25, queue_timeout_s=0)
-    hubs = [hub(link_a, cfg), hub(link_b, cfg)]
+    hubs = [hub(link_a, cfg, max_batch=max_batch), hub(link_b, cfg, max_batch=max_batch)]
 
     async def one(i: int) -> bool:
         try:
