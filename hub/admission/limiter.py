@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from hub.admission.caps import Caps
 from hub.admission.priority import CLASSES, INTERACTIVE
@@ -92,6 +92,21 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+class Refundable(Protocol):
+    """A completion-token budget that can take tokens back: a local bucket, or a shared
+    one (``hub.state.buckets``)."""
+
+    def refund(self, n: float) -> None: ...
+
+
+class RemoteBuckets(Protocol):
+    """Buckets shared by several hubs (``hub.state.buckets``). ``admit`` returns None
+    when the shared store cannot be used and the local buckets should limit instead."""
+
+    async def admit(self, tenant: str, limits: TenantLimits,
+                    cost_tokens: int) -> Ticket | None: ...
+
+
 class Ticket:
     """Proof of admission. ``settle(used)`` refunds the unused part of the
     token budget charged on admission (call it once the usage is known)."""
@@ -99,7 +114,7 @@ class Ticket:
     __slots__ = ("_bucket", "cost_tokens", "tenant", "waited_s")
 
     def __init__(self, tenant: str, waited_s: float = 0.0, cost_tokens: int = 0,
-                 bucket: TokenBucket | None = None) -> None:
+                 bucket: Refundable | None = None) -> None:
         self.tenant = tenant
         self.waited_s = waited_s
         self.cost_tokens = cost_tokens
@@ -134,8 +149,9 @@ class Admission:
 
     def __init__(self, cfg: AdmissionConfig, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 sweep_interval_s: float = 60.0) -> None:
+                 sweep_interval_s: float = 60.0, remote: RemoteBuckets | None = None) -> None:
         self.cfg = cfg
+        self.remote = remote  # several hubs: limits hold across them (state.backend: redis)
         self._clock = clock
         self._sleep = sleep
         self._sweep_interval = sweep_interval_s
@@ -168,6 +184,10 @@ class Admission:
         limits = self.cfg.for_tenant(tenant)
         if limits.unlimited:
             return Ticket(tenant)
+        if self.remote is not None:
+            ticket = await self.remote.admit(tenant, limits, cost_tokens)
+            if ticket is not None:
+                return ticket
         st = self._tenants.get(tenant)
         if st is None:
             st = self._tenants[tenant] = _Tenant(limits, self._clock)

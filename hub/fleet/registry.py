@@ -40,6 +40,7 @@ class Worker:
     detail: str = "not probed yet"
     discovered_models: frozenset[str] = frozenset()
     in_flight: int = 0
+    remote_in_flight: int = 0  # other hubs' requests on it (shared state; max_concurrency)
     slots_total: int | None = None
     slots_busy: int | None = None
     # Time to first byte (TTFB): response headers of a non-stream answer, the first data
@@ -76,7 +77,7 @@ class Worker:
         if not self.healthy or self.draining or self.agent_stale:
             return False
         cap = self.spec.max_concurrency
-        return not (cap and self.in_flight >= cap)
+        return not (cap and self.in_flight + self.remote_in_flight >= cap)
 
     @contextmanager
     def in_flight_slot(self) -> Iterator[None]:

@@ -72,6 +72,11 @@ whether another tenant's prompt is cached. This policy never sets llama.cpp's
 ``id_slot``: the server's own slot choice (longest common prefix) and its host-memory
 prompt cache do the rest inside the worker.
 
+Several hubs (``state.backend: redis``): ``on_served`` hands each good answer's prompt
+key (block hashes, the tenant namespace and a hash of the session) to
+``hub.state.prefixes``, which tells the other hubs; they ``adopt`` it, so a
+conversation's next turn finds its worker through whichever hub it reaches.
+
 Cost per request: one lookup per matched block per candidate, then one insertion per
 block on the chosen worker; no scan of the index or the session table. Measured with
 bench/prompt_key.py (busy 2-core machine): 22 us over 3 workers and 54 us over 16 for
@@ -80,6 +85,7 @@ a 1.3 KB chat, 49 and 75 us for a 20 KB one, recording included.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -133,6 +139,8 @@ class CacheAware:
         # name -> (count, as of), decaying: requests sent lately, conversations pinned
         self._demand: dict[str, tuple[float, float]] = {}
         self._conversations: dict[str, tuple[float, float]] = {}
+        # several hubs: (worker, namespace, blocks, session) of each good answer
+        self.on_served: Callable[[str, str, tuple[int, ...], str | None], None] | None = None
 
     # -- what the API layer builds ------------------------------------------------------
     def route_request(self, model: str, payload: Mapping[str, Any], *, tenant: str = "-",
@@ -211,7 +219,18 @@ class CacheAware:
 
     def served(self, worker: Worker, req: RouteRequest) -> None:
         """A good answer came: the worker holds the prompt now; refresh its recency."""
-        self.index.record(worker.name, self._namespace(req), req.blocks, self._clock())
+        namespace = self._namespace(req)
+        self.index.record(worker.name, namespace, req.blocks, self._clock())
+        if self.on_served is not None:
+            self.on_served(worker.name, namespace, req.blocks, self._session_id(req))
+
+    def adopt(self, worker: str, namespace: str, blocks: tuple[int, ...],
+              session: str | None) -> None:
+        """Another hub's worker ``worker`` answered this prompt (and conversation)."""
+        now = self._clock()
+        self.index.record(worker, namespace, blocks, now)
+        if session is not None and self.cfg.sessions_max:
+            self._pin(session, worker, now)
 
     def failed(self, choice: Choice, req: RouteRequest) -> None:
         """The attempt failed before the first byte: take back the blocks this choice
@@ -289,7 +308,9 @@ class CacheAware:
     def _session_id(self, req: RouteRequest) -> str | None:
         if not req.session_key or not self.cfg.sessions_max:
             return None
-        return f"{req.tenant}\x1f{req.session_key}"
+        # a digest: a session key may name a user, and pins are shared between hubs
+        return hashlib.blake2b(f"{req.tenant}\x1f{req.session_key}".encode(
+            "utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
     def _pinned(self, session: str, now: float) -> str | None:
         """The worker ``session`` is pinned to; "" when that pin is void (its worker was

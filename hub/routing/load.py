@@ -25,8 +25,9 @@ def capacity(w: Worker) -> int | None:
 
 
 def busy(w: Worker) -> int:
-    """Requests running on the worker, by the fresher of the hub's and the worker's count."""
-    return max(w.in_flight, w.slots_busy or 0)
+    """Requests running on the worker, by the fresher of the hubs' and the worker's count
+    (other hubs' requests are known for workers with ``max_concurrency`` only)."""
+    return max(w.in_flight + w.remote_in_flight, w.slots_busy or 0)
 
 
 def free_slots(w: Worker) -> int | None:

@@ -158,7 +158,7 @@ class Hub:
         self.verifier = verifier
         self.cache = cache
         if new.admission != old.admission:
-            self.admission = Admission(new.admission)
+            self.admission = Admission(new.admission, remote=self.admission.remote)
         for name in self.agents.reconfigure(new.agents, new.aliases):
             changes.append(f"worker {name}: removed (agents may no longer register it)")
         warnings = security_warnings(new)

@@ -16,6 +16,7 @@ from hub.forward.proxy import Proxy
 from hub.probing.http import new_pool
 from hub.runtime.hub import Hub
 from hub.runtime.keys import HUB
+from hub.state.attach import attach_shared_limits
 from hub.upstream import Pool
 
 
@@ -82,8 +83,10 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     shared.attach(hub.agents, hub.registry, lambda: hub.proxy.breakers)
+    limits = attach_shared_limits(hub, shared.link)  # before start: its channels too
     await shared.start()
     yield
+    await limits.aclose()
     await shared.stop()
 
 
