@@ -15,6 +15,7 @@ from hub.auth.config import AuthConfig, parse_auth
 from hub.config.kit import ConfigError, Section, read_yaml
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
 from hub.fleet.agent_policy import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
+from hub.forward.spill_config import SpillConfig, parse_spill
 from hub.observe.settings import MetricsConfig, TracingConfig, parse_metrics, parse_tracing
 from hub.resilience.breaker import BreakerConfig, parse_breaker
 from hub.resilience.outlier import OutlierConfig, parse_outlier
@@ -129,6 +130,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    spill: SpillConfig = field(default_factory=SpillConfig)
     workers: tuple[WorkerSpec, ...] = ()
     log_level: str = "info"
     shutdown_grace_s: float = 30.0
@@ -237,6 +239,7 @@ def parse_config(raw: object) -> Config:
         metrics=parse_metrics(root.get("metrics")),
         tracing=parse_tracing(root.get("tracing")),
         state=parse_state(root.get("state")),
+        spill=parse_spill(root.get("spill")),
         workers=tuple(workers),
         log_level=root.text("log_level", "info",
                             choices=("debug", "info", "warning", "error")),

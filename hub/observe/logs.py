@@ -84,6 +84,7 @@ def log_call(call: Call, seconds: float) -> None:
         "model": call.model,
         "stream": call.stream,
         "worker": call.worker,
+        "tier": call.tier,
         "attempts": call.attempts,
         "status": call.status,
         "error": call.error,

@@ -144,7 +144,7 @@ class Hub:
         self.registry.healthy_after = new.health.healthy_after
         self.registry.unhealthy_after = new.health.unhealthy_after
         for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
-                        "aliases", "agents", "resilience", "metrics", "tracing"):
+                        "aliases", "agents", "resilience", "metrics", "tracing", "spill"):
             if getattr(new, section) != getattr(old, section):
                 changes.append(f"{section}: updated")
         self.config = new
