@@ -204,7 +204,7 @@ def test_first_byte_budget_cancels_the_local_attempt(
     assert (line["worker"], line["attempts"]) == ("cloud", 2)  # w0 first, then the cloud
     # Slow is not broken: the local worker is not charged for it and still serves
     # (globex may not spill, so no budget races its answer).
-    assert scrape(hub.hub).get("spokehub_breaker_state", worker="w0") == 0
+    assert hub.workers()["w0"]["breaker"]["window_failures"] == 0
     status, headers, _ = hub.chat("globex", max_tokens=2)
     assert (status, headers["x-spokehub-tier"]) == (200, "local")
 
