@@ -203,8 +203,12 @@ class Proxy:
         before the first attempt, so a budget never cancels a local attempt for a
         request that could not spill anyway."""
         plan = spill.plan_for(self.spill_cfg, call.tenant, call.model, call.priority)
-        if plan is None or not self.registry.fallbacks(call.model, call.route):
+        if plan is None:
             return None
+        breakers = self.breakers
+        if not any(breakers.get(w.name).would_allow()
+                   for w in self.registry.fallbacks(call.model, call.route)):
+            return None  # no fallback could take it: stay local, cancel nothing
         return plan if self.spill_gate(call.tenant) else None
 
     async def _local(self, request: web.Request, call: Call,
