@@ -11,6 +11,8 @@ from hub.config.kit import ConfigError
 from hub.config.schema import parse_config
 from hub.config.workers import WorkerSpec, parse_worker
 from hub.fleet.registry import ProbeResult, Registry
+from hub.forward.call import Call
+from hub.forward.proxy import Proxy
 from hub.forward.spill import (
     SpillPlan,
     enabled_for,
@@ -19,6 +21,7 @@ from hub.forward.spill import (
     spill_now_instead_of_queueing,
 )
 from hub.forward.spill_config import parse_spill
+from hub.upstream import Pool
 
 CFG = parse_spill({
     "enabled": False,
@@ -174,3 +177,31 @@ def test_rename_model() -> None:
         rename_model(b"--x", "multipart/form-data; boundary=x", "gpt-mini")
     with pytest.raises(ValueError, match="not a JSON object"):
         rename_model(b"[1]", "application/json", "gpt-mini")
+
+
+def _proxy(spill: dict[str, Any]) -> Proxy:
+    registry = _registry()
+    return Proxy(registry, Pool(), parse_config({"spill": spill}))
+
+
+async def test_the_plan_needs_config_a_fallback_with_room_and_the_gate() -> None:
+    proxy = _proxy({"enabled": True, "first_byte_ms": {"interactive": 1000}})
+    call = Call(request_id="r", route="/chat/completions", model="tiny", tenant="acme")
+    assert proxy._spill_plan(call) == SpillPlan(first_byte_s=1.0)
+    proxy.spill_gate = lambda tenant: tenant != "acme"
+    assert proxy._spill_plan(call) is None  # refused by the gate: as if disabled
+    proxy.spill_gate = lambda tenant: True
+    cloud = proxy.registry.get("cloud")
+    assert cloud is not None
+    proxy.registry.mark_unreachable(cloud, "down")
+    assert proxy._spill_plan(call) is None  # no fallback could take it: stay local
+    other = Call(request_id="r", route="/embeddings", model="unserved", tenant="acme")
+    assert proxy._spill_plan(other) is None
+
+
+async def test_a_reload_takes_the_new_spill_section() -> None:
+    proxy = _proxy({"enabled": False})
+    call = Call(request_id="r", route="/chat/completions", model="tiny", tenant="acme")
+    assert proxy._spill_plan(call) is None
+    proxy.configure(parse_config({"spill": {"tenants": {"acme": True}}}))
+    assert proxy._spill_plan(call) == SpillPlan()
