@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hub.admission.limiter import AdmissionConfig, parse_admission
 from hub.auth.config import AuthConfig, parse_auth
+from hub.cache.config import ResponseCacheConfig, parse_response_cache
 from hub.config.kit import ConfigError, Section, read_yaml
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
 from hub.fleet.agent_policy import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
@@ -131,6 +132,7 @@ class Config:
     tracing: TracingConfig = field(default_factory=TracingConfig)
     state: StateConfig = field(default_factory=StateConfig)
     spill: SpillConfig = field(default_factory=SpillConfig)
+    response_cache: ResponseCacheConfig = field(default_factory=ResponseCacheConfig)
     workers: tuple[WorkerSpec, ...] = ()
     log_level: str = "info"
     shutdown_grace_s: float = 30.0
@@ -240,6 +242,7 @@ def parse_config(raw: object) -> Config:
         tracing=parse_tracing(root.get("tracing")),
         state=parse_state(root.get("state")),
         spill=parse_spill(root.get("spill")),
+        response_cache=parse_response_cache(root.get("response_cache")),
         workers=tuple(workers),
         log_level=root.text("log_level", "info",
                             choices=("debug", "info", "warning", "error")),

@@ -20,6 +20,8 @@ from aiohttp import web
 from hub.backends import backend_for
 from hub.backends.base import Translator
 from hub.backends.model_map import rename_model
+from hub.cache.assemble import tap_for
+from hub.cache.header import cache_header
 from hub.config.schema import Timeouts
 from hub.errors import (
     BadRequest,
@@ -35,7 +37,7 @@ from hub.forward.deadline import Deadline
 from hub.forward.placement import route_header
 from hub.forward.relay import ByteSource, ClientGone, TranslatedStream
 from hub.forward.wire import wire_for
-from hub.observe.usage import StreamTap, read_usage
+from hub.observe.usage import read_usage
 from hub.resilience.report import AttemptOutcome, AttemptReport
 from hub.upstream import (
     Pool,
@@ -224,7 +226,7 @@ class Attempt:
             self._account_whole(raw)
         headers = {"Content-Type": content_type, "X-Request-ID": call.request_id,
                    "X-Spokehub-Worker": self.worker.name, "X-Spokehub-Tier": call.tier,
-                   **route_header(call)}
+                   **route_header(call), **cache_header(call)}
         if call.trace is not None:
             headers["X-Trace-Id"] = call.trace.trace_id
         return web.Response(status=up.status, body=answer, headers=headers)
@@ -252,7 +254,7 @@ class Attempt:
         now = asyncio.get_running_loop().time()
         call.ttft_s = now - self.started
         call.first_token_at = now
-        tap = call.tap = StreamTap(now)
+        tap = call.tap = tap_for(call, now)  # the cache's may record the events
         self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
         deadline.set_phase("next chunk", self.timeouts.idle_s)
         headers = {"Content-Type": wire.content_type if self.translator else
@@ -261,7 +263,7 @@ class Attempt:
                    "X-Accel-Buffering": "no",
                    "X-Request-ID": call.request_id,
                    "X-Spokehub-Worker": self.worker.name, "X-Spokehub-Tier": call.tier,
-                   **route_header(call)}
+                   **route_header(call), **cache_header(call)}
         if call.trace is not None:
             headers["X-Trace-Id"] = call.trace.trace_id
         out = self.out = web.StreamResponse(status=200, headers=headers)

@@ -22,6 +22,8 @@ class Call:
     tenant: str = "-"
     priority: str = "interactive"  # the request's class in the worker queue
     tier: str = "local"  # who answered: "local" workers or the "fallback" upstream
+    cache: str | None = None  # response cache: "hit", "miss", "bypass"; None: not cached
+    cache_record: int = 0  # > 0: keep up to this many bytes of the stream for the cache
     worker: str | None = None
     attempts: int = 0
     status: int = 0

@@ -13,6 +13,8 @@ from hub.admission.limiter import Admission
 from hub.auth.keys import KeyRing
 from hub.auth.principal import Principal, require_scope
 from hub.auth.verifier import Verifier
+from hub.cache.cache import ResponseCache
+from hub.cache.metrics import CacheCollector
 from hub.config.schema import Config
 from hub.fleet.agents import AgentBook
 from hub.fleet.registry import Registry
@@ -72,6 +74,8 @@ class Hub:
         self.tracer = Tracer(config.tracing)
         self.admission = Admission(config.admission)
         self.verifier = build_verifier(config)
+        self.cache = ResponseCache.build(config.response_cache)  # None when off
+        self.metrics.prom.register(CacheCollector(lambda: self.cache))
         for warning in security_warnings(config):
             log.warning("%s", warning)
 
@@ -106,6 +110,7 @@ class Hub:
         Keys are read first: if that fails (ConfigError), nothing has changed.
         """
         verifier = build_verifier(new)  # always fresh: a rotated key file needs a new cache
+        cache = ResponseCache.build(new.response_cache, self.cache)  # may raise, too
         old = self.config
         changes: list[str] = []
         if new.listen != old.listen:
@@ -129,6 +134,7 @@ class Hub:
                 self.registry.replace_spec(worker, spec)
                 changes.append(f"worker {name}: updated")
         self.verifier = verifier
+        self.cache = cache
         if new.admission != old.admission:
             self.admission = Admission(new.admission)
         for name in self.agents.reconfigure(new.agents, new.aliases):
@@ -144,7 +150,8 @@ class Hub:
         self.registry.healthy_after = new.health.healthy_after
         self.registry.unhealthy_after = new.health.unhealthy_after
         for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
-                        "aliases", "agents", "resilience", "metrics", "tracing", "spill"):
+                        "aliases", "agents", "resilience", "metrics", "tracing",
+                        "response_cache", "spill"):
             if getattr(new, section) != getattr(old, section):
                 changes.append(f"{section}: updated")
         self.config = new
