@@ -102,6 +102,7 @@ def front(make_hub: MakeHub, provider: Provider) -> Iterator[Callable[..., Front
                         "workers": [*local, fallback], "spill": spill, **extra}, env=env)
         out = Front(hub, auth, env)
         wait_for(lambda: out.workers()["cloud"]["healthy"], DEADLINE_S, "fallback probed up")
+        assert out.workers()["cloud"]["tier"] == "fallback"
         return out
 
     yield make
