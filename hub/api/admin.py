@@ -22,6 +22,7 @@ def worker_status(w: Worker) -> dict[str, object]:
     """A worker as the admin API and the status page show it; URL credentials (a config
     worker may carry them) are never shown."""
     return {"name": w.name, "url": redact_url(w.url), "kind": w.spec.kind, "source": w.source,
+            "tier": w.spec.tier,  # "fallback": only spill-over sends it requests
             "healthy": w.healthy, "detail": redact_text(w.detail), "draining": w.draining,
             "models": sorted(w.models), "loaded_models": sorted(w.loaded_models),
             "in_flight": w.in_flight, "slots_total": w.slots_total, "slots_busy": w.slots_busy,

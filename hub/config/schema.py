@@ -16,6 +16,7 @@ from hub.cache.config import ResponseCacheConfig, parse_response_cache
 from hub.config.kit import ConfigError, Section, read_yaml
 from hub.config.workers import WORKER_KINDS, WorkerSpec, parse_worker
 from hub.fleet.agent_policy import DEFAULT_ALLOWED_NETWORKS, IPNetwork, parse_networks
+from hub.forward.spill_config import SpillConfig, parse_spill
 from hub.ledger.budgets import BudgetsConfig, parse_budgets
 from hub.ledger.config import LedgerConfig, parse_ledger
 from hub.ledger.prices import Prices, parse_prices
@@ -133,6 +134,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    spill: SpillConfig = field(default_factory=SpillConfig)
     response_cache: ResponseCacheConfig = field(default_factory=ResponseCacheConfig)
     prices: Prices = field(default_factory=Prices)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
@@ -245,6 +247,7 @@ def parse_config(raw: object) -> Config:
         metrics=parse_metrics(root.get("metrics")),
         tracing=parse_tracing(root.get("tracing")),
         state=parse_state(root.get("state")),
+        spill=parse_spill(root.get("spill")),
         response_cache=parse_response_cache(root.get("response_cache")),
         prices=parse_prices(root.get("prices")),
         ledger=parse_ledger(root.get("ledger")),

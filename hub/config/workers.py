@@ -7,11 +7,12 @@ name ``WorkerSpec`` without importing every section's parser.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hub.config.kit import ConfigError, Section, check_url
 
 WORKER_KINDS = ("llamacpp", "openai", "ollama")
+TIERS = ("local", "fallback")  # fallback: only spill-over sends it requests (hub.forward.spill)
 
 # The hub's inference routes a worker may serve, by the path clients call -> the route's
 # key (``Call.route``: OpenAI's below ``/v1``, llama.cpp's and Ollama's as they are).
@@ -55,6 +56,20 @@ class WorkerSpec:
     api_key_env: str | None = None
     api: str = "openai"  # ollama only: "native" sends chat to /api/chat (Ollama without /v1)
     routes: frozenset[str] | None = None  # route keys it serves; None: its kind's default
+    tier: str = "local"  # "fallback": never an ordinary candidate, only a spill-over target
+    # fallback only: the hub's model name -> the provider's, sent as the body's "model"
+    model_map: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def fallback(self) -> bool:
+        return self.tier == "fallback"
+
+    def upstream_model(self, model: str) -> str | None:
+        """The provider's name for ``model`` when the model map renames it, else None."""
+        for local, remote in self.model_map:
+            if local == model:
+                return None if remote == model else remote
+        return None
 
     def serves_route(self, route: str) -> bool:
         """Whether this worker takes requests on ``route`` (a ``Call.route`` key)."""
@@ -92,8 +107,38 @@ def parse_worker(raw: object, path: str) -> WorkerSpec:
                       max_concurrency=s.integer("max_concurrency", 0, lo=0),
                       api_key_env=s.text("api_key_env"),
                       api=s.text("api", "openai", choices=("openai", "native")),
-                      routes=None if routes is None else frozenset(routes))
+                      routes=None if routes is None else frozenset(routes),
+                      tier=s.text("tier", "local", choices=TIERS))
+    model_map = _model_map(s, spec)
     s.done()
     if spec.api == "native" and spec.kind != "ollama":
         raise ConfigError(f"{path}.api: 'native' is only for kind ollama")
-    return spec
+    if not spec.fallback:
+        return spec
+    if spec.kind != "openai":
+        raise ConfigError(f"{path}.tier: a fallback worker must be kind openai "
+                          f"(an OpenAI-compatible upstream), got {spec.kind!r}")
+    # A fallback serves the hub's names: the map's keys, and any models: it takes as is.
+    served = tuple(dict.fromkeys([*(local for local, _ in model_map), *spec.models]))
+    if not served:
+        raise ConfigError(f"{path}.model_map: a fallback worker needs the models it takes "
+                          f"(model_map: {{hub-model: provider-model}}, or models:)")
+    return replace(spec, models=served, model_map=model_map)
+
+
+def _model_map(s: Section, spec: WorkerSpec) -> tuple[tuple[str, str], ...]:
+    raw = s.get("model_map")
+    if raw is None:
+        return ()
+    where = s.key("model_map")
+    if not spec.fallback:
+        raise ConfigError(f"{where}: only for tier: fallback workers")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping of hub model -> provider model")
+    out: list[tuple[str, str]] = []
+    for local, remote in raw.items():
+        if not isinstance(local, str) or not local or not isinstance(remote, str) or not remote:
+            raise ConfigError(f"{where}.{local}: hub and provider model names must be "
+                              f"non-empty strings")
+        out.append((local, remote))
+    return tuple(out)

@@ -146,19 +146,31 @@ class Registry:
                    for w in self._workers.values())
 
     def candidates(self, model: str, route: str | None = None) -> list[Worker]:
-        """Routable workers that serve ``model`` (on ``route``: a worker whose kind or
-        ``routes:`` does not take the route is no candidate), in registry order."""
+        """Routable local workers that serve ``model`` (on ``route``: a worker whose kind
+        or ``routes:`` does not take the route is no candidate), in registry order.
+        Fallback-tier workers are never candidates: only spill-over picks them."""
         if route is None:
-            return [w for w in self._workers.values() if w.routable and model in w.models]
+            return [w for w in self._workers.values()
+                    if w.routable and model in w.models and not w.spec.fallback]
         return [w for w in self._workers.values()
-                if w.routable and model in w.models and w.spec.serves_route(route)]
+                if w.routable and model in w.models and w.spec.serves_route(route)
+                and not w.spec.fallback]
+
+    def fallbacks(self, model: str, route: str | None = None) -> list[Worker]:
+        """Routable fallback-tier workers that take ``model`` on ``route``, in config
+        order (the first is preferred)."""
+        return [w for w in self._workers.values()
+                if w.spec.fallback and w.routable and model in w.models
+                and (route is None or w.spec.serves_route(route))]
 
     def saturated(self, model: str, route: str | None = None) -> bool:
-        """Healthy workers serve ``model`` (on ``route``) but every one is at its
+        """Healthy local workers serve ``model`` (on ``route``) but every one is at its
         max_concurrency."""
         full = False
         for w in self._workers.values():
             if model not in w.models or not w.healthy or w.draining or w.agent_stale:
+                continue
+            if w.spec.fallback:  # not a local worker: its room is spill-over's business
                 continue
             if route is not None and not w.spec.serves_route(route):
                 continue

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from hub.backends import backend_for
 from hub.backends.base import Translator
+from hub.backends.model_map import rename_model
 from hub.cache.assemble import tap_for
 from hub.cache.header import cache_header
 from hub.config.schema import Timeouts
@@ -46,6 +47,7 @@ from hub.upstream import (
     UpstreamTransportError,
 )
 
+BUDGET_PHASE = "first byte (spill-over budget)"  # the Deadline phase the budget runs in
 # Statuses that mean "this worker cannot take it now": try another one.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_ERROR_BODY = 64 * 1024
@@ -67,12 +69,23 @@ class AttemptFailed(Exception):
         self.detail = detail  # for the log and passive health, never for the client
 
 
+class FirstByteBudgetSpent(AttemptFailed):
+    """The spill-over budget for the first byte ran out before the worker sent one. The
+    attempt was cancelled and its connection closed (the worker frees its slot); slow is
+    not broken, so the worker's breaker is not charged."""
+
+    def __init__(self, error: UpstreamError, *, accepted: bool) -> None:
+        super().__init__(AttemptOutcome.ABANDONED, error, accepted=accepted,
+                         detail="spill-over budget for the first byte spent")
+
+
 class Attempt:
-    __slots__ = ("call", "headers_s", "out", "pool", "report", "started", "stopping",
-                 "timeouts", "translator", "up", "worker")
+    __slots__ = ("budget_s", "call", "deadline", "headers_s", "out", "pool", "report",
+                 "started", "stopping", "timeouts", "translator", "up", "worker")
 
     def __init__(self, call: Call, worker: Worker, pool: Pool, timeouts: Timeouts, *,
-                 report: AttemptReport, stopping: Callable[[], bool]) -> None:
+                 report: AttemptReport, stopping: Callable[[], bool],
+                 first_byte_budget_s: float | None = None) -> None:
         self.call = call
         self.worker = worker
         self.pool = pool
@@ -84,6 +97,9 @@ class Attempt:
         self.out: web.StreamResponse | None = None  # set once the client's stream started
         self.started = 0.0
         self.headers_s = 0.0  # from sending to the response headers
+        # Spill-over: give up on this worker if no first byte came within this long.
+        self.budget_s = first_byte_budget_s
+        self.deadline: Deadline | None = None
 
     def _request(self) -> tuple[str, dict[str, str], bytes]:
         """URL, headers and body for this worker's kind; BadRequest if it cannot take it."""
@@ -96,11 +112,19 @@ class Attempt:
             if trace.state:
                 headers["tracestate"] = trace.state
         headers.update(backend.request_headers(spec))
+        body = call.body
+        remote = spec.upstream_model(call.model) if spec.model_map else None
+        if remote is not None:  # a fallback provider's own name for the model
+            try:
+                body = rename_model(body, call.content_type, remote)
+            except ValueError as exc:
+                raise BadRequest(f"Cannot send this request to worker {self.worker.name}: "
+                                 f"{exc}") from None
         translator = self.translator = backend.translator(spec, call.route)
         if translator is None:
-            return backend.request_url(spec, call.route), headers, call.body
+            return backend.request_url(spec, call.route), headers, body
         try:
-            body = translator.request(call.body)  # may choose the path
+            body = translator.request(body)  # may choose the path
             return spec.url + translator.path, headers, body
         except (ValueError, TypeError, AttributeError, RecursionError) as exc:
             raise BadRequest(f"Cannot send this request to worker {self.worker.name}: {exc}",
@@ -112,9 +136,13 @@ class Attempt:
         self.started = asyncio.get_running_loop().time()
         if not self.call.sent_at:
             self.call.sent_at = self.started  # waiting in the hub ends here
+        first_byte_s, phase = t.first_byte_s, "first byte"
+        if self.budget_s is not None and self.budget_s < first_byte_s:
+            first_byte_s, phase = self.budget_s, BUDGET_PHASE
         try:
             with self.worker.in_flight_slot():
-                async with Deadline(t.first_byte_s, t.total_s) as deadline:
+                async with Deadline(first_byte_s, t.total_s, phase) as deadline:
+                    self.deadline = deadline
                     up = self.up = await self.pool.request("POST", url, headers, body,
                                                            t.connect_s)
                     self.headers_s = asyncio.get_running_loop().time() - self.started
@@ -146,6 +174,12 @@ class Attempt:
             return self.out
         except (UpstreamTransportError, UpstreamError) as exc:
             if self.out is None:
+                if self.deadline is not None and self.deadline.expired == BUDGET_PHASE:
+                    self._release()  # close the connection now: the worker frees its slot
+                    raise FirstByteBudgetSpent(
+                        UpstreamTimeout(f"worker {self.worker.name} sent no first byte "
+                                        f"within the spill-over budget"),
+                        accepted=self.up is not None) from exc
                 raise self._failed(exc) from exc
             err = exc if isinstance(exc, UpstreamError) else self._broken(exc)
             self.call.error = err.code
@@ -191,8 +225,8 @@ class Attempt:
         if up.status == 200:
             self._account_whole(raw)
         headers = {"Content-Type": content_type, "X-Request-ID": call.request_id,
-                   "X-Spokehub-Worker": self.worker.name, **route_header(call),
-                   **cache_header(call)}
+                   "X-Spokehub-Worker": self.worker.name, "X-Spokehub-Tier": call.tier,
+                   **route_header(call), **cache_header(call)}
         if call.trace is not None:
             headers["X-Trace-Id"] = call.trace.trace_id
         return web.Response(status=up.status, body=answer, headers=headers)
@@ -228,8 +262,8 @@ class Attempt:
                    "Cache-Control": "no-cache",
                    "X-Accel-Buffering": "no",
                    "X-Request-ID": call.request_id,
-                   "X-Spokehub-Worker": self.worker.name, **route_header(call),
-                   **cache_header(call)}
+                   "X-Spokehub-Worker": self.worker.name, "X-Spokehub-Tier": call.tier,
+                   **route_header(call), **cache_header(call)}
         if call.trace is not None:
             headers["X-Trace-Id"] = call.trace.trace_id
         out = self.out = web.StreamResponse(status=200, headers=headers)

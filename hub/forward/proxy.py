@@ -6,6 +6,8 @@ candidate (bounded by ``routing.max_attempts`` and the retry budget), except whe
 retry would multiply GPU work or blame (:func:`after_failure`); once the client has a
 byte, the stream is ended with an error event, never retried. One attempt (send,
 answer) is ``attempt.py``'s; every attempt's outcome lands in one :class:`FleetReport`.
+A request that may spill over (``spill.py``) leaves the local loop with SpillOver and
+is sent to the fallback tier instead, still before the client's first byte.
 """
 
 from __future__ import annotations
@@ -13,16 +15,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
-from hub.admission.worker_queue import CapacityQueue
+from hub.admission.worker_queue import CapacityQueue, WorkersBusy
 from hub.config.schema import Config, Timeouts
-from hub.errors import ModelNotFound, NoWorker, RouteNotServed, UpstreamError
+from hub.errors import (
+    HubError,
+    ModelNotFound,
+    NoWorker,
+    RouteNotServed,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from hub.fleet.registry import Registry, Worker
-from hub.forward import placement
-from hub.forward.attempt import Attempt, AttemptFailed
+from hub.forward import placement, spill
+from hub.forward.attempt import Attempt, AttemptFailed, FirstByteBudgetSpent
 from hub.forward.call import Call
+from hub.forward.spill import Reason, SpillOver, SpillPlan
+from hub.forward.spill_metrics import SpillCounts
 from hub.resilience.breaker import Breakers, State
 from hub.resilience.outlier import LatencyStat, OutlierDetector
 from hub.resilience.report import AttemptOutcome, FleetReport
@@ -76,6 +88,10 @@ class Proxy:
         self._no_calls = asyncio.Event()
         self._no_calls.set()
         self.stopping = False
+        # May this tenant spill over now (e.g. within its budget)? False: as if its
+        # spill-over were disabled. Set by whoever owns tenants' spending.
+        self.spill_gate: Callable[[str], bool] = _always
+        self.spills = SpillCounts()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -104,6 +120,7 @@ class Proxy:
         self.timeouts: Timeouts = config.timeouts
         self.max_attempts = config.routing.max_attempts
         self.retry_on_timeout = config.routing.retry_on_timeout
+        self.spill_cfg = config.spill
 
     @property
     def breakers(self) -> Breakers:
@@ -149,6 +166,8 @@ class Proxy:
                 detector = self.outliers[model] = OutlierDetector(self.outlier_cfg)
             stats: list[LatencyStat] = []
             for w in workers:  # each worker's time to first byte for this model only
+                if w.spec.fallback:  # another tier: no peer of the local workers
+                    continue
                 ttfb = w.ttfb(model)
                 stats.append(LatencyStat(w.name, ttfb.value, ttfb.samples, w.routable))
             for name in detector.update(stats):
@@ -180,6 +199,29 @@ class Proxy:
                 self._no_calls.set()
 
     async def _forward(self, request: web.Request, call: Call) -> web.StreamResponse:
+        plan = self._spill_plan(call)
+        try:
+            return await self._local(request, call, plan)
+        except SpillOver as over:
+            return await self._spill(request, call, over)
+
+    def _spill_plan(self, call: Call) -> SpillPlan | None:
+        """The call's spill-over plan, or None: it stays local. Asked once per request,
+        before the first attempt, so a budget never cancels a local attempt for a
+        request that could not spill anyway."""
+        plan = spill.plan_for(self.spill_cfg, call.tenant, call.model, call.priority)
+        if plan is None:
+            return None
+        breakers = self.breakers
+        if not any(breakers.get(w.name).would_allow()
+                   for w in self.registry.fallbacks(call.model, call.route)):
+            return None  # no fallback could take it: stay local, cancel nothing
+        return plan if self.spill_gate(call.tenant) else None
+
+    async def _local(self, request: web.Request, call: Call,
+                     plan: SpillPlan | None) -> web.StreamResponse:
+        """The local fleet's failover loop; raises SpillOver when ``plan`` allows a
+        spill and a trigger fires."""
         tried: list[Worker] = []
         last: UpstreamError | None = None
         earlier_5xx = False
@@ -187,7 +229,7 @@ class Proxy:
         for _ in range(self.max_attempts):
             worker = self.pick(call.model, tried, call.route, call)
             if worker is None and not tried and self.registry.saturated(call.model, call.route):
-                worker = await self._wait_for_room(call.model, call.route, call)
+                worker = await self._wait_or_spill(call, plan)
             if worker is None:
                 break
             if tried and not self.retry_budget.try_withdraw():  # only a real retry pays
@@ -195,6 +237,13 @@ class Proxy:
                 placement.failed(self.policy, call)
                 log.info("request %s: retry budget spent; not retrying", call.request_id)
                 break
+            budget = spill.first_byte_left(plan, call.sent_at,
+                                           asyncio.get_running_loop().time())
+            if budget is not None and budget <= 0:
+                self.fleet.attempt(worker, call.model).report(AttemptOutcome.ABANDONED)
+                placement.failed(self.policy, call)
+                raise SpillOver(Reason.FIRST_BYTE_BUDGET, last or UpstreamTimeout(
+                    "no local worker sent a first byte within the spill-over budget"))
             tried.append(worker)
             call.worker = worker.name
             call.attempts += 1
@@ -203,11 +252,14 @@ class Proxy:
                     try:
                         response = await Attempt(call, worker, self.pool, self.timeouts,
                                                  report=report, stopping=self._stopping,
-                                                 ).run(request)
+                                                 first_byte_budget_s=budget).run(request)
                         placement.served(self.policy, call, response.status)
                         return response
                     except AttemptFailed as failed:
                         placement.failed(self.policy, call)
+                        if isinstance(failed, FirstByteBudgetSpent):
+                            report.report(failed.outcome, detail=failed.detail)
+                            raise SpillOver(Reason.FIRST_BYTE_BUDGET, failed.error) from None
                         outcome, go_on = after_failure(
                             failed.outcome, accepted=failed.accepted, earlier_5xx=earlier_5xx,
                             retry_on_timeout=self.retry_on_timeout)
@@ -223,14 +275,76 @@ class Proxy:
             finally:
                 if len(self.capacity):
                     self.capacity.wake()  # a slot is free: the longest waiter may take it
-        if last is not None:
-            raise last
+        error = last or self._no_worker(call)
+        if plan is not None:
+            raise SpillOver(Reason.NO_LOCAL, error)
+        raise error
+
+    def _no_worker(self, call: Call) -> HubError:
+        """Why nobody could take the call when no attempt was made."""
         if not self.registry.serves(call.model):
-            raise ModelNotFound(f"The model '{call.model}' does not exist", param="model")
+            return ModelNotFound(f"The model '{call.model}' does not exist", param="model")
         if not self.registry.serves(call.model, call.route):
-            raise RouteNotServed(f"No worker serves the model '{call.model}' on this route",
-                                 param="model")
-        raise NoWorker(f"No healthy worker can serve model '{call.model}' right now")
+            return RouteNotServed(f"No worker serves the model '{call.model}' on this route",
+                                  param="model")
+        return NoWorker(f"No healthy worker can serve model '{call.model}' right now")
+
+    async def _wait_or_spill(self, call: Call, plan: SpillPlan | None) -> Worker | None:
+        """Every local worker is full: queue for room, for at most the call's queue
+        budget when it may spill. A queue it cannot get into, or a budget that runs
+        out, spills (reason ``queue_budget``); without a plan it is the 503 as ever."""
+        cap = self.capacity
+        if spill.spill_now_instead_of_queueing(plan, len(cap), cap.max_waiters):
+            raise SpillOver(Reason.QUEUE_BUDGET, cap.busy("the queue cannot clear in time"))
+        budget = None if plan is None else plan.max_queue_s
+        try:
+            async with asyncio.timeout(budget):
+                return await self._wait_for_room(call.model, call.route, call)
+        except TimeoutError:  # only our budget: the queue's own timeout is WorkersBusy
+            raise SpillOver(Reason.QUEUE_BUDGET, cap.busy(
+                f"waited the spill-over budget of {budget:g}s")) from None
+        except WorkersBusy as busy:
+            if plan is None:
+                raise
+            raise SpillOver(Reason.QUEUE_BUDGET, busy) from None
+
+    async def _spill(self, request: web.Request, call: Call,
+                     over: SpillOver) -> web.StreamResponse:
+        """Send the call to the fallback tier, in config order; nothing has reached the
+        client yet. If no fallback can take it, the client gets the local error."""
+        last: HubError = over.error
+        counted = False
+        tried: list[Worker] = []
+        while True:
+            breakers = self.breakers
+            worker = next((w for w in self.registry.fallbacks(call.model, call.route)
+                           if w not in tried and breakers.get(w.name).would_allow()), None)
+            if worker is None or not breakers.get(worker.name).allow():
+                break
+            if not counted:
+                counted = True
+                self.spills.add(over.reason, call.model)
+                log.info("request %s: spilling over to the fallback tier (%s)",
+                         call.request_id, over.reason)
+            tried.append(worker)
+            call.tier = "fallback"
+            call.worker = worker.name
+            call.attempts += 1
+            call.choice = None  # the routing policy did not place this one
+            with self.fleet.attempt(worker, call.model) as report:
+                try:
+                    return await Attempt(call, worker, self.pool, self.timeouts,
+                                         report=report, stopping=self._stopping,
+                                         ).run(request)
+                except AttemptFailed as failed:
+                    report.report(failed.outcome, detail=failed.detail)
+                    last = failed.error
+            log.info("request %s: fallback %s failed before first byte (%s)",
+                     call.request_id, worker.name, last.message)
+        if not counted:
+            log.info("request %s: would spill over (%s) but no fallback worker has room",
+                     call.request_id, over.reason)
+        raise last
 
     async def _wait_for_room(self, model: str, route: str | None = None,
                              call: Call | None = None) -> Worker | None:
@@ -249,6 +363,10 @@ class Proxy:
 
     def _stopping(self) -> bool:
         return self.stopping
+
+
+def _always(tenant: str) -> bool:
+    return True
 
 
 def _policy(config: Config) -> Policy:

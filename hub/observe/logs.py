@@ -85,6 +85,7 @@ def log_call(call: Call, seconds: float) -> None:
         "model": call.model,
         "stream": call.stream,
         "worker": call.worker,
+        "tier": call.tier,
         "cache": call.cache,
         "attempts": call.attempts,
         "status": call.status,

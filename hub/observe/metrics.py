@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from hub.fleet.registry import Registry
 from hub.forward.call import Call
+from hub.forward.spill_metrics import SpillCollector
 from hub.observe.route_metrics import RouteMetrics
 from hub.observe.settings import MetricsConfig
 from hub.observe.timeline import Timeline
@@ -122,6 +123,7 @@ class Metrics:
         self.attempts = Counter("spokehub_upstream_attempts_total",
                                 "Upstream attempts, including failovers", registry=self.prom)
         self.prom.register(_WorkerCollector(registry, proxy))
+        self.prom.register(SpillCollector(proxy))  # spokehub_spillovers_total{reason,model}
         self.tokens = TokenMetrics(settings)  # tokens, first-token and queue times, tenants
         self.prom.register(self.tokens)
         self.timeline = Timeline()  # the status page's last 15 minutes

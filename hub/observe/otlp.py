@@ -79,6 +79,7 @@ class OtlpExport:
             "spokehub.tenant": call.tenant,
             "spokehub.attempts": call.attempts,
             "spokehub.stream": call.stream,
+            "spokehub.tier": call.tier,
         }
         if call.worker is not None:
             attributes["spokehub.worker"] = call.worker

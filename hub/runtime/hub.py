@@ -177,7 +177,7 @@ class Hub:
         self.registry.unhealthy_after = new.health.unhealthy_after
         for section in ("auth", "admission", "routing", "health", "timeouts", "limits",
                         "aliases", "agents", "resilience", "metrics", "tracing",
-                        "response_cache", "prices", "budgets", "state"):
+                        "response_cache", "prices", "budgets", "state", "spill"):
             if getattr(new, section) != getattr(old, section):
                 changes.append(f"{section}: updated")
         self.config = new

@@ -27,6 +27,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
                 max_body_bytes=hub.config.limits.max_upstream_body_bytes)
     hub.pool = pool
     hub.proxy = Proxy(hub.registry, pool, hub.config)
+    hub.proxy.spill_gate = hub.ledger.spill_allowed  # a spent budget stops spill-over
     yield
     pool.close()
 
