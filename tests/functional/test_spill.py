@@ -245,3 +245,56 @@ def test_stream_spills_on_first_byte_budget(
     assert {c.model for c in chunks} == {"tiny-remote"}
     assert hub.spills("first_byte_budget") == 1
     wait_for(lambda: hub.workers()["w0"]["in_flight"] == 0, DEADLINE_S, "w0 released")
+
+
+def _usage(hub: Front) -> dict[str, Any]:
+    req = urllib.request.Request(f"{hub.hub.url}/admin/usage?group_by=tenant,tier", headers={
+        "Authorization": f"Bearer {hub.token('ops', 'admin')}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        doc: dict[str, Any] = json.load(resp)
+    return doc
+
+
+def test_hard_budget_stops_spill_over_and_the_ledger_prices_the_fallback_tier(
+        make_llama: MakeLlama, front: Callable[..., Front]) -> None:
+    local = make_llama(seed=0)
+    hub = front([{"name": "w0", "url": local.url}],
+                {"tenants": {"acme": True, "globex": True}},
+                prices={"tiny": {"input_per_1m": 0, "output_per_1m": 0,
+                                 "fallback": {"input_per_1m": 1000, "output_per_1m": 2000}}},
+                budgets={"tenants": {"acme": {"daily_cost": 0.001, "on_hard": "no_spill"}}})
+    local.kill()
+    wait_for(lambda: not hub.workers()["w0"]["healthy"], DEADLINE_S, "w0 marked down")
+
+    # Within budget, acme spills; the answer's usage is priced at the fallback's rate,
+    # which is far above acme's daily budget: acme is now past its hard limit.
+    status, headers, body = hub.chat("acme", max_tokens=4)
+    assert status == 200, body
+    assert headers["x-spokehub-tier"] == "fallback"
+    usage = json.loads(body)["usage"]
+    cost = (usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000) / 1e6
+    assert cost > 0.001
+
+    def acme_fallback() -> dict[str, Any] | None:
+        rows = [r for r in _usage(hub)["rows"] if r["tenant"] == "acme"]
+        return rows[0] if rows else None
+
+    wait_for(lambda: acme_fallback() is not None, DEADLINE_S, "acme's row in the ledger")
+    row = acme_fallback()
+    assert row is not None
+    assert row["tier"] == "fallback"
+    assert row["prompt_tokens"] == usage["prompt_tokens"]
+    assert row["completion_tokens"] == usage["completion_tokens"]
+    assert row["cost"] == pytest.approx(cost)
+    standing = {b["tenant"]: b for b in _usage(hub)["budgets"]}
+    assert standing["acme"]["state"] == "hard"
+
+    # Past the hard limit with on_hard: no_spill, acme may not spill: with every local
+    # worker down that is the fleet's 503; globex, with no budget, still spills.
+    status, _, body = hub.chat("acme", max_tokens=4)
+    assert status == 503, body
+    assert json.loads(body)["error"]["code"] == "no_healthy_worker"
+    status, headers, body = hub.chat("globex", max_tokens=4)
+    assert status == 200, body
+    assert headers["x-spokehub-tier"] == "fallback"
+    assert hub.spills("no_local") == 2
