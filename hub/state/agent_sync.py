@@ -28,7 +28,7 @@ from typing import Any
 
 from hub.fleet.agents import AgentBook
 from hub.state.background import Background
-from hub.state.redis_link import LINK_ERRORS, RedisLink
+from hub.state.redis_link import RedisLink
 from hub.state.wire import decode, encode, from_other_hub, number
 
 log = logging.getLogger("spokehub.state")
@@ -64,19 +64,13 @@ class AgentSync:
 
     async def _store(self, *reports: dict[str, Any]) -> None:
         """Store and publish reports, in one round trip."""
-        try:
-            pipe = self.link.client.pipeline(transaction=False)
-            for report in reports:
-                body = encode(self.link.hub_id, {"op": "put", **report})
+        bodies = [encode(self.link.hub_id, {"op": "put", **report}) for report in reports]
+
+        def write(pipe: Any) -> None:
+            for report, body in zip(reports, bodies, strict=True):
                 pipe.set(self.key(report["agent_id"]), body, ex=self.ttl_s)
-                pipe.publish(self.link.channel(CHANNEL), body)
-            await pipe.execute()
-        except LINK_ERRORS as exc:
-            self.link.count_dropped(CHANNEL)
-            self.link.mark_down(exc)
-            return
-        for _ in reports:
-            self.link.count_published(CHANNEL)
+
+        await self.link.write_and_publish(CHANNEL, write, *bodies)
 
     def _deregistered(self, agent_id: str, subject: str) -> None:
         if self.link.up:
@@ -86,16 +80,8 @@ class AgentSync:
 
     async def _delete(self, agent_id: str, subject: str) -> None:
         body = encode(self.link.hub_id, {"op": "del", "agent_id": agent_id, "owner": subject})
-        try:
-            pipe = self.link.client.pipeline(transaction=False)
-            pipe.delete(self.key(agent_id))
-            pipe.publish(self.link.channel(CHANNEL), body)
-            await pipe.execute()
-        except LINK_ERRORS as exc:
-            self.link.count_dropped(CHANNEL)
-            self.link.mark_down(exc)
-            return
-        self.link.count_published(CHANNEL)
+        await self.link.write_and_publish(CHANNEL, lambda pipe: pipe.delete(
+            self.key(agent_id)), body)
 
     # -- other hubs' heartbeats --------------------------------------------------------
     def _received(self, payload: bytes) -> None:

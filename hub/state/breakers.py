@@ -24,7 +24,7 @@ from typing import Any
 from hub.fleet.registry import Registry
 from hub.resilience.breaker import Breakers, State
 from hub.state.background import Background
-from hub.state.redis_link import LINK_ERRORS, RedisLink
+from hub.state.redis_link import RedisLink
 from hub.state.wire import decode, encode, from_other_hub, number
 
 log = logging.getLogger("spokehub.state")
@@ -87,16 +87,7 @@ class BreakerSync:
         await self._send(body, lambda pipe: pipe.delete(self.key(name)))
 
     async def _send(self, body: bytes, write: Callable[[Any], object]) -> None:
-        try:
-            pipe = self.link.client.pipeline(transaction=False)
-            write(pipe)
-            pipe.publish(self.link.channel(CHANNEL), body)
-            await pipe.execute()
-        except LINK_ERRORS as exc:
-            self.link.count_dropped(CHANNEL)
-            self.link.mark_down(exc)
-            return
-        self.link.count_published(CHANNEL)
+        await self.link.write_and_publish(CHANNEL, write, body)
 
     # -- remote transitions --------------------------------------------------------------
     def _received(self, payload: bytes) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from hub.fleet.registry import Registry, Worker
 from hub.state.background import Background
-from hub.state.redis_link import LINK_ERRORS, RedisLink
+from hub.state.redis_link import RedisLink
 from hub.state.wire import decode, encode, from_other_hub, number
 
 log = logging.getLogger("spokehub.state")
@@ -85,16 +85,9 @@ class DrainSync:
 
     async def _write(self, name: str, flag: DrainFlag) -> None:
         body = self._record(name, flag)
-        try:
-            pipe = self.link.client.pipeline(transaction=False)
-            pipe.hset(self.hash_key, name, body)
-            pipe.publish(self.link.channel(CHANNEL), body)
-            await pipe.execute()
-        except LINK_ERRORS as exc:
-            self.link.count_dropped(CHANNEL)
-            self.link.mark_down(exc)
+        if not await self.link.write_and_publish(
+                CHANNEL, lambda pipe: pipe.hset(self.hash_key, name, body), body):
             return
-        self.link.count_published(CHANNEL)
         if self.flags.get(name) == flag:
             self.pending.discard(name)
 

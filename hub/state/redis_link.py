@@ -157,6 +157,24 @@ class RedisLink:
         """A part published on ``channel`` itself (in a pipeline with its write)."""
         self.published[channel] += 1
 
+    async def write_and_publish(self, channel: str, write: Callable[[Any], object],
+                                *bodies: bytes) -> bool:
+        """Write to the store (``write(pipeline)``) and publish ``bodies`` on
+        ``channel``, in one round trip; never raises. False: not done (counted as
+        dropped, and the link is marked down)."""
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            write(pipe)
+            for body in bodies:
+                pipe.publish(self.channel(channel), body)
+            await pipe.execute()
+        except LINK_ERRORS as exc:
+            self.dropped[channel] += 1
+            self.mark_down(exc)
+            return False
+        self.published[channel] += len(bodies)
+        return True
+
     def count_dropped(self, channel: str) -> None:
         """A part had something for ``channel`` while the link was down (the resync
         after the outage carries the state instead)."""
