@@ -7,7 +7,9 @@ of a cacheable request :meth:`SharedCache.get` runs one ``GET``+``PTTL`` pipelin
 locally for what is left of its TTL. This is the request path's only Redis round trip
 besides admission, and only for deterministic requests the local cache missed: the
 alternative is a generation on a GPU. A fill is written with ``SET ... PX <ttl>`` in
-the background, off the answer's path.
+the background, off the answer's path, by one writer task: fills that arrive while a
+write is on the wire go out together in one pipeline (at most ``max_queued`` wait;
+beyond that a fill stays local, counted ``skipped``).
 
 The key is the request's peppered HMAC (:mod:`hub.cache.key`) in hex: it reveals
 neither tenant nor prompt, and keeps tenants apart (the tenant is inside the HMAC). The
@@ -43,13 +45,17 @@ class SharedCache:
 
     def __init__(self, link: SharedLink, *, timeout_s: Callable[[], float] = lambda: 0.1,
                  enabled: Callable[[], bool] = lambda: True,
-                 max_entry_bytes: Callable[[], int] = lambda: 1 << 20) -> None:
+                 max_entry_bytes: Callable[[], int] = lambda: 1 << 20,
+                 max_queued: int = 1000) -> None:
         self.link = link
         self.timeout_s = timeout_s  # read per lookup: a reload may change them
         self.enabled = enabled
         self.max_entry_bytes = max_entry_bytes
         self.lookups: Counter[str] = Counter()  # result -> lookups
         self.stores: Counter[str] = Counter()  # result -> writes
+        self.max_queued = max_queued  # fills waiting for the writer; more are dropped
+        self._queue: list[tuple[str, bytes, int]] = []
+        self._writing = False
         self._writes = Background()
 
     def rkey(self, key: bytes) -> str:
@@ -81,21 +87,34 @@ class SharedCache:
     def put(self, key: bytes, body: bytes, content_type: str, ttl_s: float) -> None:
         if not self.enabled() or len(body) > self.max_entry_bytes():
             return
-        if not self.link.up:
+        if not self.link.up or len(self._queue) >= self.max_queued:
             self.stores["skipped"] += 1
             return
         value = content_type.encode() + b"\n" + body
-        self._writes.spawn(self._set(self.rkey(key), value, max(1, int(ttl_s * 1000))),
-                           "spokehub-shared-cache-set")
+        self._queue.append((self.rkey(key), value, max(1, int(ttl_s * 1000))))
+        if not self._writing:
+            self._writing = True
+            self._writes.spawn(self._write(), "spokehub-shared-cache-set")
 
-    async def _set(self, rkey: str, value: bytes, ttl_ms: int) -> None:
+    async def _write(self) -> None:
+        """One writer: what was queued meanwhile goes out in one pipeline, so a burst of
+        fills takes one connection and a few round trips, not one each."""
         try:
-            await self.link.client.set(rkey, value, px=ttl_ms)
-        except LINK_ERRORS as exc:
-            self.stores["error"] += 1
-            self.link.mark_down(exc)
-            return
-        self.stores["stored"] += 1
+            while self._queue:
+                batch, self._queue = self._queue, []
+                pipe = self.link.client.pipeline(transaction=False)
+                for rkey, value, ttl_ms in batch:
+                    pipe.set(rkey, value, px=ttl_ms)
+                try:
+                    await pipe.execute()
+                except LINK_ERRORS as exc:
+                    self.stores["error"] += len(batch) + len(self._queue)
+                    self._queue.clear()
+                    self.link.mark_down(exc)
+                    return
+                self.stores["stored"] += len(batch)
+        finally:
+            self._writing = False
 
     async def drain(self) -> None:
         await self._writes.drain()
