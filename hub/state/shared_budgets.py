@@ -87,6 +87,7 @@ class SharedBudgets:
         self.wanted: set[str] = set()  # default-budget tenants checked here
         self.syncs = 0
         self.failures = 0
+        self._expiring: set[str] = set()  # counters given their expiry since the resync
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -113,9 +114,13 @@ class SharedBudgets:
 
     # -- the sync loop -----------------------------------------------------------------
     def start(self) -> None:
-        self.link.on_resync(self._kick.set)  # back (or first connected): sync at once
+        self.link.on_resync(self._resynced)  # back (or first connected): sync at once
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name="spokehub-shared-budgets")
+
+    def _resynced(self) -> None:
+        self._expiring.clear()  # a Redis that restarted has lost them
+        self._kick.set()
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -164,13 +169,16 @@ class SharedBudgets:
         batch, self.pending = self.pending, {}
         tenants = self._to_read()
         pipe = self.link.client.pipeline(transaction=False)
+        expiring: list[str] = []
         for (tenant, w), (tokens, cost) in batch.items():
             for key, expires in self._keys(tenant, w):
                 if tokens:
                     pipe.hincrby(key, "tokens", int(tokens))
                 if cost:
                     pipe.hincrbyfloat(key, "cost", cost)
-                pipe.expireat(key, expires)
+                if key not in self._expiring:
+                    pipe.expireat(key, expires)
+                    expiring.append(key)
         for tenant in tenants:
             for key, _ in self._keys(tenant, windows):
                 pipe.hmget(key, ["tokens", "cost"])
@@ -186,6 +194,9 @@ class SharedBudgets:
             self.failures += 1
             self.link.mark_down(exc)
             raise
+        if len(self._expiring) > MAX_WANTED:
+            self._expiring.clear()
+        self._expiring.update(expiring)
         reads = results[len(results) - 2 * len(tenants):] if tenants else []
         fleet: dict[str, tuple[Windows, Used, Used]] = {}
         for i, tenant in enumerate(tenants):
