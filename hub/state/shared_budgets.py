@@ -93,7 +93,7 @@ class SharedBudgets:
 
     # -- the FleetView interface (sync, on the request path) ---------------------------
     def add(self, tenant: str, tokens: int, cost: float, windows: Windows) -> None:
-        if not tokens and not cost:
+        if (not tokens and not cost) or not self.enabled():
             return
         key = (tenant, windows)
         _add(self.pending, key, tokens, cost)

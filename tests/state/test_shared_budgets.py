@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.config.kit import ConfigError
 from hub.forward.call import Call
 from hub.ledger.budgets import BudgetsConfig, State, parse_budgets
 from hub.ledger.config import LedgerConfig
@@ -18,6 +19,7 @@ from hub.ledger.ledger import InsufficientQuota, Ledger
 from hub.ledger.prices import parse_prices
 from hub.ledger.windows import DAY, Windows
 from hub.observe.usage import Usage
+from hub.state.config import parse_state
 from hub.state.redis_link import LINK_ERRORS
 from hub.state.shared_budgets import SharedBudgets
 from tests.state.limits_support import redis_server, two_links
@@ -192,3 +194,17 @@ async def test_the_loop_syncs_on_its_own(
         for ledger, share in zip(ledgers, shares, strict=True):
             await share.aclose()
             await ledger.stop()
+
+
+def test_the_state_keys_parse_and_errors_name_them() -> None:
+    cfg = parse_state({"share_budgets": False, "budget_sync_s": 2,
+                       "share_response_cache": False, "cache_lookup_timeout_s": 0.05})
+    assert (cfg.share_budgets, cfg.budget_sync_s) == (False, 2.0)
+    assert (cfg.share_response_cache, cfg.cache_lookup_timeout_s) == (False, 0.05)
+    for raw, key in (({"budget_sync_s": 0.01}, "state.budget_sync_s"),
+                     ({"budget_sync_s": "fast"}, "state.budget_sync_s"),
+                     ({"cache_lookup_timeout_s": 10}, "state.cache_lookup_timeout_s"),
+                     ({"cache_lookup_timeout_s": 0}, "state.cache_lookup_timeout_s"),
+                     ({"share_budgets": "yes"}, "state.share_budgets")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            parse_state(raw)
