@@ -187,6 +187,13 @@ async def test_a_slow_redis_is_a_miss_within_the_timeout(tmp_path: Path) -> None
         assert shared(rc).lookups["error"] == 1
         assert link.up  # slow is not down
         await busy
+        # the connection of the lookup that timed out is not reused: the next lookups
+        # get their own answers, not the late one
+        shared(rc).timeout_s = lambda: 1.0
+        _, body = await lookup(rc, "globex")
+        assert body is None
+        _, body = await lookup(rc, "acme")
+        assert body == ANSWER
     finally:
         await link.aclose()
         await blocker.aclose()
