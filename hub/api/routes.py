@@ -72,6 +72,8 @@ def _inference(route: str, surface: Surface = OPENAI) -> Handler:
             call.content_type = surface.content_type(request)
             cache = hub.cache  # deterministic answers; a hit skips admission and workers
             plan = cache.plan(call, payload, request.headers) if cache is not None else None
+            if plan is not None and cache is not None and cache.remote is not None:
+                plan = await cache.look_further(plan, call)  # other hubs' answers (Redis)
             if plan is not None and plan.entry is not None:
                 if call.stream:
                     return await replay.answer_stream(request, call, plan.entry, payload)

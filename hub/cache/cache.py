@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -32,6 +32,17 @@ from hub.forward.call import Call
 log = logging.getLogger("spokehub.cache")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 RECORD_FACTOR = 4  # a stream's events take a few times its answer's bytes
+
+
+class SecondLevel(Protocol):
+    """A cache behind this process's store, shared with other hubs
+    (:class:`hub.state.shared_cache.SharedCache`). ``get`` answers within a short
+    timeout, a miss on any failure; ``put`` returns at once (the write runs beside)."""
+
+    async def get(self, key: bytes) -> tuple[bytes, str, float] | None:
+        ...  # (body, content type, seconds it is still served)
+
+    def put(self, key: bytes, body: bytes, content_type: str, ttl_s: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,7 @@ class ResponseCache:
         self.store = Store(cfg.max_bytes, cfg.max_entry_bytes, cfg.ttl_s, clock)
         self.bypasses = dict.fromkeys(BYPASS_REASONS, 0)
         self.stored = 0
+        self.remote: SecondLevel | None = None  # set when hubs share the cache
 
     @classmethod
     def build(cls, cfg: ResponseCacheConfig,
@@ -87,6 +99,26 @@ class ResponseCache:
         call.cache = MISS if entry is None else HIT
         return Plan(key, entry)
 
+    async def look_further(self, plan: Plan, call: Call) -> Plan:
+        """A local miss asks the shared level (other hubs' answers), when there is one;
+        a hit there is stored here too and answered like a local hit."""
+        remote = self.remote
+        if remote is None or plan.key is None or plan.entry is not None or \
+                call.cache != MISS:
+            return plan
+        found = await remote.get(plan.key)
+        if found is None:
+            return plan
+        body, content_type, ttl_s = found
+        self.store.put(plan.key, body, content_type, ttl_s)
+        call.cache = HIT
+        return Plan(None, Entry(body, content_type, 0.0, 0))
+
+    def _stored(self, key: bytes, body: bytes, content_type: str) -> None:
+        self.stored += 1
+        if self.remote is not None:
+            self.remote.put(key, body, content_type, self.store.ttl_s)
+
     def fill(self, plan: Plan, call: Call, response: web.StreamResponse) -> None:
         """Store a worker's whole 200 JSON answer, or the whole answer a relayed stream
         spelled out (``assemble``), under the plan's key."""
@@ -109,16 +141,18 @@ class ResponseCache:
         except (ValueError, RecursionError):
             return
         if replayable(call.route, doc) and self.store.put(key, body, content_type):
-            self.stored += 1
+            self._stored(key, body, content_type)
 
     def _fill_stream(self, key: bytes, call: Call) -> None:
         tap = call.tap
         if not isinstance(tap, RecordingTap) or tap.events is None:
             return
         doc = assemble(call.route, b"".join(tap.events), call.usage)
-        if doc is not None and replayable(call.route, doc) and self.store.put(
-                key, _dumps(doc).encode("utf-8", "surrogatepass"), "application/json"):
-            self.stored += 1
+        if doc is None or not replayable(call.route, doc):
+            return
+        body = _dumps(doc).encode("utf-8", "surrogatepass")
+        if self.store.put(key, body, "application/json"):
+            self._stored(key, body, "application/json")
 
     def __repr__(self) -> str:
         return f"<ResponseCache {self.store!r}>"

@@ -63,9 +63,11 @@ class Store:
         self.hits += 1
         return entry
 
-    def put(self, key: bytes, body: bytes, content_type: str) -> bool:
+    def put(self, key: bytes, body: bytes, content_type: str,
+            ttl_s: float | None = None) -> bool:
         """Store an answer, evicting expired then least recently used entries to make
-        room; False if it is larger than ``max_entry_bytes``."""
+        room; False if it is larger than ``max_entry_bytes``. ``ttl_s``: served for this
+        long (at most the cache's TTL; an entry from the shared level keeps its age)."""
         if len(body) > self.max_entry_bytes:
             self.too_large += 1
             return False
@@ -76,7 +78,8 @@ class Store:
         size = entry_size(key, body, content_type)
         self._purge_expired(now)
         self._make_room(self.max_bytes - size)
-        self._entries[key] = Entry(body, content_type, now + self.ttl_s, size)
+        ttl = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
+        self._entries[key] = Entry(body, content_type, now + ttl, size)
         self.bytes += size
         return True
 

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from hub.errors import HubError
 from hub.forward.call import Call
@@ -36,6 +36,16 @@ _MAX_ANNOUNCED = 100_000  # log-once memory; cleared (and repeated) beyond this
 
 def _amount(kind: str | None, value: float) -> str:
     return f"{int(value)}" if kind == "tokens" else f"{value:.6g}"
+
+
+class FleetView(Protocol):
+    """Usage of the other hubs of a fleet (:class:`hub.state.shared_budgets.SharedBudgets`):
+    told what this hub records, asked for a tenant's totals to judge."""
+
+    def add(self, tenant: str, tokens: int, cost: float, windows: Windows) -> None: ...
+
+    def combine(self, tenant: str, windows: Windows, daily: Used,
+                monthly: Used) -> tuple[Used, Used]: ...
 
 
 class InsufficientQuota(HubError):
@@ -69,6 +79,7 @@ class Ledger:
         # While a refresh reads the file: what this process recorded since it asked.
         self._since_refresh: dict[str, list[float]] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self.fleet: FleetView | None = None  # set when hubs share their budgets (Redis)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -158,6 +169,8 @@ class Ledger:
         self.writer.put((hour_start(now), tenant, call.model, call.tier),
                         [1, prompt, completion, cost, 0 if usage else 1])
         self.totals.add(tenant, prompt + completion, cost, now)
+        if self.fleet is not None:
+            self.fleet.add(tenant, prompt + completion, cost, self.totals.windows)
         since = self._since_refresh
         if since is not None:
             aside = since.get(tenant)
@@ -181,8 +194,21 @@ class Ledger:
             self._judged_in = windows
         verdict = self._verdicts.get(tenant)
         if verdict is None:
-            verdict = self._verdicts[tenant] = judge(budget, *self.totals.used(tenant, now))
+            verdict = self._verdicts[tenant] = judge(budget, *self.used(tenant, now))
         return verdict
+
+    def used(self, tenant: str, now: float) -> tuple[Used, Used]:
+        """The tenant's (daily, monthly) usage budgets judge: this hub's totals, or the
+        fleet's when hubs share them (never less than this hub's own)."""
+        daily, monthly = self.totals.used(tenant, now)
+        fleet = self.fleet
+        if fleet is None:
+            return daily, monthly
+        return fleet.combine(tenant, self.totals.windows, daily, monthly)
+
+    def fleet_changed(self) -> None:
+        """The fleet's totals were read again: judge every tenant afresh."""
+        self._verdicts.clear()
 
     def verdict(self, tenant: str) -> Verdict:
         budget = self.budgets.for_tenant(tenant)
@@ -228,7 +254,7 @@ class Ledger:
         self._announced.add(key)
         limit = next(v for win, kind, v in budget.limits()
                      if win == verdict.window and kind == verdict.kind)
-        daily, monthly = self.totals.used(tenant, self.clock())
+        daily, monthly = self.used(tenant, self.clock())
         used = (daily if verdict.window == "daily" else monthly).of(verdict.kind or "tokens")
         soft = verdict.state is State.SOFT
         action = "logged only" if soft else (
@@ -260,7 +286,7 @@ class Ledger:
             budget = self.budgets.for_tenant(name)
             if budget.unlimited:
                 continue
-            daily, monthly = self.totals.used(name, now)
+            daily, monthly = self.used(name, now)
             verdict = judge(budget, daily, monthly)
             w = self.totals.windows
             out.append({

@@ -50,7 +50,7 @@ class LedgerCollector(Collector):
             label = ledger.tenant_label(tenant)
             if label == OTHER_TENANT and tenant != OTHER_TENANT:
                 continue
-            used = ledger.totals.used(tenant, now)
+            used = ledger.used(tenant, now)
             state.add_metric([label], float(judge(budget, *used).state))
             for window, kind, value in ratios(budget, *used):
                 ratio.add_metric([label, window, kind], value)

@@ -13,7 +13,7 @@ from hub.admission.limiter import Admission
 from hub.auth.keys import KeyRing
 from hub.auth.principal import Principal, require_scope
 from hub.auth.verifier import Verifier
-from hub.cache.cache import ResponseCache
+from hub.cache.cache import ResponseCache, SecondLevel
 from hub.cache.metrics import CacheCollector
 from hub.config.schema import Config
 from hub.fleet.agents import AgentBook
@@ -81,6 +81,7 @@ class Hub:
         self.admission = Admission(config.admission)
         self.verifier = build_verifier(config)
         self.cache = ResponseCache.build(config.response_cache)  # None when off
+        self.cache_remote: SecondLevel | None = None  # hubs sharing the cache (Redis)
         self.metrics.prom.register(CacheCollector(lambda: self.cache))
         self.ledger = Ledger(config.prices, config.ledger, config.budgets,
                              tenant_label=self.metrics.tokens.tenant_label)
@@ -157,6 +158,8 @@ class Hub:
                 changes.append(f"worker {name}: updated")
         self.verifier = verifier
         self.cache = cache
+        if cache is not None:
+            cache.remote = self.cache_remote  # a rebuilt cache keeps the shared level
         if new.admission != old.admission:
             self.admission = Admission(new.admission, remote=self.admission.remote)
         for name in self.agents.reconfigure(new.agents, new.aliases):

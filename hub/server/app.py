@@ -17,6 +17,7 @@ from hub.probing.http import new_pool
 from hub.runtime.hub import Hub
 from hub.runtime.keys import HUB
 from hub.state.attach import attach_shared_limits
+from hub.state.attach_usage import attach_shared_usage
 from hub.upstream import Pool
 
 
@@ -85,8 +86,10 @@ async def state_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     shared.attach(hub.agents, hub.registry, lambda: hub.proxy.breakers)
     limits = attach_shared_limits(hub, shared.link)  # before start: its channels too
+    usage = attach_shared_usage(hub, shared.link)  # response cache, budget counters
     await shared.start()
     yield
+    await usage.aclose()
     await limits.aclose()
     await shared.stop()
 

@@ -9,6 +9,11 @@
       namespace: spokehub           # key prefix: hubs of one fleet share it
       rate_limits_on_outage: open   # open: each hub limits alone while Redis is down;
                                     # closed: requests of rate-limited tenants get 503
+      share_response_cache: true    # a local response-cache miss looks in Redis; fills
+                                    # are written there too (same pepper on every hub)
+      cache_lookup_timeout_s: 0.1   # a Redis lookup slower than this is a miss
+      share_budgets: true           # budgets judge the fleet's usage, not this hub's
+      budget_sync_s: 0.5            # send this hub's usage and read the fleet's this often
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ class StateConfig:
     url_env: str = "SPOKEHUB_REDIS_URL"
     namespace: str = "spokehub"
     rate_limits_on_outage: str = "open"
+    share_response_cache: bool = True
+    cache_lookup_timeout_s: float = 0.1
+    share_budgets: bool = True
+    budget_sync_s: float = 0.5
 
     @property
     def shared(self) -> bool:
@@ -57,8 +66,19 @@ def parse_state(raw: object, path: str = "state") -> StateConfig:
         url_env=s.text("url_env", d.url_env),
         namespace=s.text("namespace", d.namespace),
         rate_limits_on_outage=s.text("rate_limits_on_outage", d.rate_limits_on_outage,
-                                     choices=("open", "closed")))
+                                     choices=("open", "closed")),
+        share_response_cache=s.flag("share_response_cache", d.share_response_cache),
+        cache_lookup_timeout_s=s.number("cache_lookup_timeout_s", d.cache_lookup_timeout_s),
+        share_budgets=s.flag("share_budgets", d.share_budgets),
+        budget_sync_s=s.number("budget_sync_s", d.budget_sync_s))
     s.done()
+    if out.cache_lookup_timeout_s > 5:
+        raise ConfigError(f"{path}.cache_lookup_timeout_s: must be at most 5 (it is "
+                          f"added to every cacheable request's miss), got "
+                          f"{out.cache_lookup_timeout_s}")
+    if not 0.05 <= out.budget_sync_s <= 60:
+        raise ConfigError(f"{path}.budget_sync_s: must be between 0.05 and 60, got "
+                          f"{out.budget_sync_s}")
     override = os.environ.get(BACKEND_OVERRIDE_ENV, "").strip()
     if override:
         if override not in STATE_BACKENDS:
