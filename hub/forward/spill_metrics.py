@@ -8,13 +8,9 @@ config names them), so clients cannot grow the label set.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from hub.forward.proxy import Proxy
 
 
 class SpillCounts:
@@ -30,15 +26,15 @@ class SpillCounts:
 
 
 class SpillCollector(Collector):
-    def __init__(self, proxy: Callable[[], Proxy | None]) -> None:
-        self.proxy = proxy
+    def __init__(self, counts: Callable[[], SpillCounts | None]) -> None:
+        self.counts = counts  # the proxy's, once it exists
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily("spokehub_spillovers",
                                      "Requests sent to the fallback tier, by why they left "
                                      "the local fleet", labels=["reason", "model"])
-        proxy = self.proxy()
-        if proxy is not None:
-            for (reason, model), n in sorted(proxy.spills.counts.items()):
+        counts = self.counts()
+        if counts is not None:
+            for (reason, model), n in sorted(counts.counts.items()):
                 family.add_metric([reason, model], float(n))
         yield family

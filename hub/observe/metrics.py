@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from hub.fleet.registry import Registry
 from hub.forward.call import Call
-from hub.forward.spill_metrics import SpillCollector
+from hub.forward.spill_metrics import SpillCollector, SpillCounts
 from hub.observe.route_metrics import RouteMetrics
 from hub.observe.settings import MetricsConfig
 from hub.observe.timeline import Timeline
@@ -123,7 +123,8 @@ class Metrics:
         self.attempts = Counter("spokehub_upstream_attempts_total",
                                 "Upstream attempts, including failovers", registry=self.prom)
         self.prom.register(_WorkerCollector(registry, proxy))
-        self.prom.register(SpillCollector(proxy))  # spokehub_spillovers_total{reason,model}
+        # spokehub_spillovers_total{reason,model}
+        self.prom.register(SpillCollector(lambda: _spills(proxy())))
         self.tokens = TokenMetrics(settings)  # tokens, first-token and queue times, tenants
         self.prom.register(self.tokens)
         self.timeline = Timeline()  # the status page's last 15 minutes
@@ -161,3 +162,7 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.prom)
+
+
+def _spills(proxy: Proxy | None) -> SpillCounts | None:
+    return proxy.spills if proxy is not None else None
