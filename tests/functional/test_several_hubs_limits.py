@@ -205,6 +205,13 @@ def test_a_conversation_alternating_between_hubs_keeps_its_worker(
     answers = []
     for turn in range(6):
         hub, other = (a, b) if turn % 2 == 0 else (b, a)
+        # A conversation's next turn comes after its answer was read: by then both hubs'
+        # probes have seen the last turn's slot free again. (A slot reading taken while
+        # the last turn ran counts as load until the next probe, up to
+        # health.interval_s, and load may rightly move a turn elsewhere.)
+        until(lambda: all(w["in_flight"] == 0 and not w["slots_busy"]
+                          for h in (a, b) for w in h.workers().values()),
+              "both hubs to see the workers idle")
         before = metric(other, adopted) or 0.0
         answers.append(talk.say(hub))
         # the other hub has the turn in its prefix map before the next turn comes
@@ -213,6 +220,6 @@ def test_a_conversation_alternating_between_hubs_keeps_its_worker(
     workers = [r.headers["X-Spokehub-Worker"] for r in answers]
     reasons = [r.headers["X-Spokehub-Route"].split(";")[0] for r in answers]
     cached = [r.json()["timings"]["cache_n"] for r in answers]
-    assert len(set(workers)) == 1, workers
+    assert len(set(workers)) == 1, (workers, [r.headers["X-Spokehub-Route"] for r in answers])
     assert all(r in ("prefix-hit", "session") for r in reasons[1:]), reasons
     assert all(n > 0 for n in cached[1:]), cached
