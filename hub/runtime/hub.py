@@ -24,7 +24,6 @@ from hub.ledger.metrics import LedgerCollector
 from hub.observe.agents import AgentHeartbeatCollector
 from hub.observe.metrics import Metrics
 from hub.observe.trace import Tracer
-from hub.state.link import SharedLink
 from hub.state.metrics import StateCollector
 from hub.state.shared import SharedState
 from hub.upstream import Pool
@@ -88,7 +87,6 @@ class Hub:
         self.metrics.prom.register(LedgerCollector(self.ledger))
         # Shared with other hubs through Redis (state.backend: redis); None: this hub alone.
         self.shared = SharedState(config.state) if config.state.shared else None
-        self.state: SharedLink | None = None if self.shared is None else self.shared.link
         if self.shared is not None:
             self.metrics.prom.register(StateCollector(self.shared.link))
             self.agents.hold_shared = self.shared.holding

@@ -25,14 +25,13 @@ resync the hub publishes at once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 from hub.fleet.registry import Worker
+from hub.state.background import Ticker
 from hub.state.link import SharedLink
 
 log = logging.getLogger("spokehub.state")
@@ -62,7 +61,7 @@ class InflightShare:
         self._sent: dict[str, int] | None = None  # last published; None: publish now
         self._sent_at = 0.0
         self._others: dict[str, tuple[dict[str, int], float]] = {}  # hub -> counts, seen
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker(self.tick, lambda: self.interval_s, "shared in-flight counts")
         self.received = 0
         link.subscribe(CHANNEL, self.receive)
         link.on_resync(self.resync)
@@ -136,24 +135,12 @@ class InflightShare:
         elif payload is not None:
             self._sent = None  # not sent: try again when the link is back
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.tick()
-            except Exception:  # never let one bad tick stop the sharing
-                log.exception("shared in-flight counts: tick failed")
-
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._ticker.start()
 
     async def aclose(self) -> None:
         """Stop; tell the other hubs this hub runs nothing any more."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._ticker.aclose()
         if self.link.up:
             await self.link.publish(CHANNEL, json.dumps(
                 {"hub": self.link.hub_id, "n": {}}).encode())

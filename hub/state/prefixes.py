@@ -21,8 +21,6 @@ health checks, which ``forget`` the worker locally.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import struct
@@ -30,6 +28,7 @@ from collections.abc import Callable
 
 from hub.routing.base import Policy
 from hub.routing.cache_aware import CacheAware
+from hub.state.background import Ticker
 from hub.state.link import SharedLink
 
 log = logging.getLogger("spokehub.state")
@@ -60,7 +59,7 @@ class PrefixShare:
         self.interval_s = interval_s
         self._pending: dict[Entry, None] = {}
         self._hooked: CacheAware | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker(self.tick, lambda: self.interval_s, "shared prefix map")
         self.adopted = 0
         self.dropped = 0
         link.subscribe(CHANNEL, self.receive)
@@ -132,23 +131,11 @@ class PrefixShare:
         else:
             self.dropped += 1
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.tick()
-            except Exception:  # never let one bad tick stop the sharing
-                log.exception("shared prefix map: tick failed")
-
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._ticker.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._ticker.aclose()
         if self._hooked is not None and self._hooked.on_served == self.queue:
             self._hooked.on_served = None
         self._hooked = None

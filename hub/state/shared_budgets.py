@@ -40,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from hub.ledger.budgets import Used
 from hub.ledger.windows import DAY, Windows
+from hub.state.background import Ticker
 from hub.state.redis_link import LINK_ERRORS
 
 if TYPE_CHECKING:
@@ -88,8 +89,7 @@ class SharedBudgets:
         self.syncs = 0
         self.failures = 0
         self._expiring: set[str] = set()  # counters given their expiry since the resync
-        self._kick = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Ticker(self.sync, every_s, "shared budgets", handled=LINK_ERRORS)
 
     # -- the FleetView interface (sync, on the request path) ---------------------------
     def add(self, tenant: str, tokens: int, cost: float, windows: Windows) -> None:
@@ -115,35 +115,17 @@ class SharedBudgets:
     # -- the sync loop -----------------------------------------------------------------
     def start(self) -> None:
         self.link.on_resync(self._resynced)  # back (or first connected): sync at once
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name="spokehub-shared-budgets")
+        self._ticker.start()
 
     def _resynced(self) -> None:
         self._expiring.clear()  # a Redis that restarted has lost them
-        self._kick.set()
+        self._ticker.kick()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._ticker.aclose()
         if self.link.up and self.pending:  # a clean stop sends what it has
             with contextlib.suppress(*LINK_ERRORS):
                 await self.sync()
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.every_s()):
-                    await self._kick.wait()
-            self._kick.clear()
-            try:
-                await self.sync()
-            except LINK_ERRORS:
-                pass  # counted and marked down in sync
-            except Exception:  # a bug must not end the loop
-                log.exception("shared budgets: sync failed")
 
     def _keys(self, tenant: str, w: Windows) -> tuple[tuple[str, int], tuple[str, int]]:
         """(key, expires at) of the tenant's day and month counters."""

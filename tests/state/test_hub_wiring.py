@@ -19,7 +19,7 @@ from hub.state.redis_link import RedisLink
 
 def test_memory_backend_has_no_link() -> None:
     hub = Hub(Config())
-    assert hub.state is None and hub.shared is None
+    assert hub.shared is None
     assert b"spokehub_state_backend_up" not in hub.metrics.render()
 
 
@@ -29,8 +29,8 @@ async def test_redis_backend_link_metrics_and_reload(monkeypatch: pytest.MonkeyP
                                               namespace="fleet1"))
     hub = Hub(cfg)
     try:
-        assert isinstance(hub.state, RedisLink) and hub.shared is not None
-        assert hub.state.key("agent", "x") == "fleet1:agent:x"
+        assert hub.shared is not None and isinstance(hub.shared.link, RedisLink)
+        assert hub.shared.link.key("agent", "x") == "fleet1:agent:x"
         assert b"spokehub_state_backend_up 0.0" in hub.metrics.render()
         changes = hub.apply(replace(cfg, state=replace(cfg.state, namespace="fleet2",
                                                        rate_limits_on_outage="closed")))
