@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from hub.cache.header import CACHE_HEADER, HIT
 from hub.cache.store import Entry
 from hub.forward.call import Call
+from hub.forward.headers import answer_headers
 
 DONE = b"data: [DONE]\n\n"
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -89,11 +89,7 @@ def sse_events(route: str, doc: dict[str, Any], include_usage: bool) -> bytes:
 
 
 def _headers(call: Call, content_type: str) -> dict[str, str]:
-    headers = {"Content-Type": content_type, "X-Request-ID": call.request_id,
-               CACHE_HEADER: HIT}
-    if call.trace is not None:
-        headers["X-Trace-Id"] = call.trace.trace_id
-    return headers
+    return answer_headers(call, content_type, None)  # call.cache is HIT: no worker
 
 
 def answer_whole(call: Call, entry: Entry) -> web.Response:

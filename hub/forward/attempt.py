@@ -21,7 +21,6 @@ from hub.backends import backend_for
 from hub.backends.base import Translator
 from hub.backends.model_map import rename_model
 from hub.cache.assemble import tap_for
-from hub.cache.header import cache_header
 from hub.config.schema import Timeouts
 from hub.errors import (
     BadRequest,
@@ -34,7 +33,7 @@ from hub.errors import (
 from hub.fleet.registry import Worker
 from hub.forward.call import Call
 from hub.forward.deadline import Deadline
-from hub.forward.placement import route_header
+from hub.forward.headers import answer_headers
 from hub.forward.relay import ByteSource, ClientGone, TranslatedStream
 from hub.forward.wire import wire_for
 from hub.observe.usage import read_usage
@@ -224,11 +223,7 @@ class Attempt:
         self.report.report(AttemptOutcome.for_status(up.status), ttfb_s=call.ttft_s)
         if up.status == 200:
             self._account_whole(raw)
-        headers = {"Content-Type": content_type, "X-Request-ID": call.request_id,
-                   "X-Spokehub-Worker": self.worker.name, "X-Spokehub-Tier": call.tier,
-                   **route_header(call), **cache_header(call)}
-        if call.trace is not None:
-            headers["X-Trace-Id"] = call.trace.trace_id
+        headers = answer_headers(call, content_type, self.worker.name)
         return web.Response(status=up.status, body=answer, headers=headers)
 
     def _account_whole(self, raw: bytes) -> None:
@@ -257,15 +252,10 @@ class Attempt:
         tap = call.tap = tap_for(call, now)  # the cache's may record the events
         self.report.report(AttemptOutcome.ANSWERED, ttfb_s=call.ttft_s)
         deadline.set_phase("next chunk", self.timeouts.idle_s)
-        headers = {"Content-Type": wire.content_type if self.translator else
-                   up.header("Content-Type", "text/event-stream"),
-                   "Cache-Control": "no-cache",
-                   "X-Accel-Buffering": "no",
-                   "X-Request-ID": call.request_id,
-                   "X-Spokehub-Worker": self.worker.name, "X-Spokehub-Tier": call.tier,
-                   **route_header(call), **cache_header(call)}
-        if call.trace is not None:
-            headers["X-Trace-Id"] = call.trace.trace_id
+        headers = answer_headers(call, wire.content_type if self.translator else
+                                 up.header("Content-Type", "text/event-stream"),
+                                 self.worker.name)
+        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         out = self.out = web.StreamResponse(status=200, headers=headers)
         await out.prepare(request)
         await wire.relay(content, out, first, deadline, tap=tap)

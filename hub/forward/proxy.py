@@ -299,7 +299,7 @@ class Proxy:
         budget = None if plan is None else plan.max_queue_s
         try:
             async with asyncio.timeout(budget):
-                return await self._wait_for_room(call.model, call.route, call)
+                return await self._wait_for_room(call)
         except TimeoutError:  # only our budget: the queue's own timeout is WorkersBusy
             raise SpillOver(Reason.QUEUE_BUDGET, cap.busy(
                 f"waited the spill-over budget of {budget:g}s")) from None
@@ -346,14 +346,13 @@ class Proxy:
                      call.request_id, over.reason)
         raise last
 
-    async def _wait_for_room(self, model: str, route: str | None = None,
-                             call: Call | None = None) -> Worker | None:
-        """Queue in the hub until a worker for ``model`` has room (bounded)."""
+    async def _wait_for_room(self, call: Call) -> Worker | None:
+        """Queue in the hub until a worker for the call's model has room (bounded)."""
         deadline = asyncio.get_running_loop().time() + self.capacity.timeout_s
+        model, route = call.model, call.route
         # its class and cost decide its place (hub.admission.fair_order)
-        place = (self.capacity.place(call.tenant, call.priority, call.cost_tokens, model, route)
-                 if call is not None else self.capacity.place(model=model, route=route))
-        with place:
+        with self.capacity.place(call.tenant, call.priority, call.cost_tokens, model, route) \
+                as place:
             while True:
                 await place.wait(deadline)
                 worker = self.pick(model, [], route, call)
