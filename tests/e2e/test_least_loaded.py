@@ -14,9 +14,12 @@ routing behaviour that makes the difference, with wide margins:
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,10 +59,18 @@ def drain(hub: HubProcess, name: str, on: bool) -> None:
     assert status == 200 and doc["draining"] is on, doc
 
 
-def occupy(hub: HubProcess, small: str, big: str) -> tuple[threading.Thread, list[Result]]:
-    """Start one long request on the small box (its only slot) and return once the hub
-    counts it in flight there. The big box is drained meanwhile so the policy has no
-    choice, then put back."""
+def busy_slots(worker: LlamaWorker) -> int:
+    with urllib.request.urlopen(f"{worker.url}/slots", timeout=5) as resp:
+        slots: list[dict[str, Any]] = json.load(resp)
+    return sum(1 for s in slots if s.get("is_processing"))
+
+
+def occupy(hub: HubProcess, small: str, big: str,
+           small_box: LlamaWorker) -> tuple[threading.Thread, list[Result]]:
+    """Start one long request on the small box and return once it holds the box's only
+    slot: counted in flight by the hub, and processing in llama.cpp (the hub counts a
+    request as soon as it is sent, before the worker took it into its slot). The big
+    box is drained meanwhile so the policy has no choice, then put back."""
     out: list[Result] = []
     drain(hub, big, True)
     try:
@@ -68,6 +79,8 @@ def occupy(hub: HubProcess, small: str, big: str) -> tuple[threading.Thread, lis
         t.start()
         wait_for(lambda: admin_workers(hub, None)[small]["in_flight"] == 1, 10,
                  "long request in flight on the small box")
+        wait_for(lambda: busy_slots(small_box) == 1, 10,
+                 "the long request in the small box's slot")
     finally:
         drain(hub, big, False)
     return t, out
@@ -78,7 +91,7 @@ def test_a_worker_with_every_slot_busy_gets_nothing_while_another_has_room(
         policy: str, fleet: tuple[LlamaWorker, LlamaWorker], tmp_path: Path) -> None:
     small, big = fleet
     with fleet_hub(policy, small, big, tmp_path) as (hub, small_name, big_name):
-        long_thread, long_out = occupy(hub, small_name, big_name)
+        long_thread, long_out = occupy(hub, small_name, big_name, small)
         # Three short requests at once: the big box has four free slots for them.
         shorts = run_load(hub.port, chat_body(SHORT_TOKENS), 3, 3)
         long_thread.join(60)
